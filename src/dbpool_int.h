@@ -14,6 +14,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -169,6 +170,7 @@ struct dbpool_conn {
     bool discard;                /* [owner] close instead of reuse */
     bool leak_reported;          /* [lock] */
     bool killed_on_close;        /* [lock] shut down by dbpool_close while borrowed */
+    bool tls;                    /* [owner] the session is encrypted (SIGPIPE guard needed) */
     int budget_slot;             /* [owner] host-budget slot, -1 if none */
     void *stmt_cache;            /* [owner] query.c's per-connection cache */
     struct dbpool_conn *next;    /* [lock] idle stack link */
@@ -212,6 +214,9 @@ DBPOOL__HIDDEN void dbpool__conn_kill_queries(const dbpool__options *o, const un
 /* Validate a handle: returns it if it is a slot of a live or retired pool in `want` state,
  * else NULL with DBPOOL_EMISUSE recorded. Never dereferences a foreign pointer. */
 DBPOOL__HIDDEN struct dbpool_conn *dbpool__conn_check(dbpool_conn *c, const char *op);
+/* True from the start of initialisation until the pool is closed (dbpool_config_set refuses
+ * then). */
+DBPOOL__HIDDEN bool dbpool__pool_running(void);
 /* The options of the running pool (NULL if none). Stable while a connection is borrowed. */
 DBPOOL__HIDDEN const dbpool__options *dbpool__pool_options(void);
 /* Close the pool as dbpool_close() does, with `grace_ms` for borrowed connections and a
@@ -240,6 +245,8 @@ DBPOOL__HIDDEN void dbpool__keeper_stop(void);
 DBPOOL__HIDDEN int dbpool__keeper_signal_fd(void);
 DBPOOL__HIDDEN bool dbpool__keeper_is_self(void);
 DBPOOL__HIDDEN void dbpool__keeper_atfork_child(void);
+/* From a signal handler: queue the signal for the keeper. Async-signal-safe; -1 if no keeper. */
+DBPOOL__HIDDEN int dbpool__keeper_post_signal(const siginfo_t *info);
 
 /* ---- hooks (hooks.c) -------------------------------------------------------------------- */
 
@@ -249,6 +256,16 @@ DBPOOL__HIDDEN int dbpool__hooks_init(void);
 DBPOOL__HIDDEN int dbpool__hooks_install_signals(void);
 /* Called on the keeper thread with a signal delivered through the self-pipe. */
 DBPOOL__HIDDEN void dbpool__hooks_on_signal(const siginfo_t *info);
+/* Around I/O on a TLS connection: block SIGPIPE in this thread, then consume a SIGPIPE the
+ * call raised and restore the mask (as libpq does), so a write to a killed TLS session cannot
+ * kill a process whose SIGPIPE disposition is the default. */
+typedef struct dbpool__sigpipe {
+    bool active;
+    bool was_pending;
+    sigset_t old;
+} dbpool__sigpipe;
+DBPOOL__HIDDEN void dbpool__sigpipe_block(dbpool__sigpipe *s, const struct dbpool_conn *c);
+DBPOOL__HIDDEN void dbpool__sigpipe_restore(dbpool__sigpipe *s);
 
 /* ---- host budget (budget.c) ------------------------------------------------------------- */
 
@@ -268,7 +285,10 @@ DBPOOL__HIDDEN int dbpool__budget_usage(dbpool__budget *b, unsigned *used, unsig
                                         long *pids, size_t cap, size_t *n);
 /* Release everything and free. */
 DBPOOL__HIDDEN void dbpool__budget_close(dbpool__budget *b);
-/* In a fork child: close the inherited descriptors without unlocking. Async-signal-safe. */
+/* In a fork child: close the inherited descriptors without unlocking (never LOCK_UN: that would
+ * release the parent's lock). Async-signal-safe. The object stays allocated; later
+ * release/usage/close calls on it must be harmless no-ops on the closed descriptors.
+ * All functions accept b == NULL as a no-op. */
 DBPOOL__HIDDEN void dbpool__budget_forget_in_child(dbpool__budget *b);
 
 /* ---- queries (query.c) ------------------------------------------------------------------ */

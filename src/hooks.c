@@ -1,0 +1,196 @@
+/*
+ * hooks.c - the exit guarantee: atexit and at_quick_exit, SIGINT/SIGTERM/SIGHUP through the
+ * keeper's self-pipe, pthread_atfork, and the per-call SIGPIPE guard for TLS.
+ *
+ * Order at start-up matters: mysql_library_init() first (it initialises OpenSSL, which
+ * registers its own atexit cleanup), then our atexit: handlers run in reverse order, so the
+ * pool is closed before OpenSSL is torn down.
+ */
+#include "dbpool_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_LOCK_TIMEOUT_MS 1000u
+
+static const int hooked[] = {SIGINT, SIGTERM, SIGHUP};
+#define NHOOKED (sizeof hooked / sizeof *hooked)
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int once_rc;
+static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction prev[NHOOKED];
+static volatile sig_atomic_t installed[NHOOKED];
+static volatile sig_atomic_t in_cleanup;
+
+static int slot_of(int sig)
+{
+    for (size_t i = 0; i < NHOOKED; i++)
+        if (hooked[i] == sig)
+            return (int)i;
+    return -1;
+}
+
+/* ---- exit ----------------------------------------------------------------------------------- */
+
+/* exit() runs this while other threads may still be mid-query: the lock is taken with a
+ * timeout, idle connections are closed with COM_QUIT, borrowed ones get the grace and are then
+ * shut down, and no memory a worker may use is freed. */
+static void on_exit_hook(void)
+{
+    const dbpool__options *o = dbpool__pool_options();
+    unsigned grace = o->shutdown_grace_ms;
+    if (dbpool__pool_shutdown(grace, EXIT_LOCK_TIMEOUT_MS, 0) != 0)
+        dbpool__log(DBPOOL_LOG_WARN, "exit: pool lock busy for %u ms; connections left to the kernel",
+                    EXIT_LOCK_TIMEOUT_MS);
+}
+
+static void fork_child(void)
+{
+    in_cleanup = 0;
+    dbpool__keeper_atfork_child();
+    dbpool__pool_atfork_child();
+}
+
+static void init_once(void)
+{
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        once_rc = DBPOOL_ESYS;
+        return;
+    }
+    if (atexit(on_exit_hook) != 0 || at_quick_exit(on_exit_hook) != 0 ||
+        pthread_atfork(dbpool__pool_atfork_prepare, dbpool__pool_atfork_parent, fork_child) != 0)
+        once_rc = DBPOOL_ESYS;
+}
+
+int dbpool__hooks_init(void)
+{
+    pthread_once(&once, init_once);
+    if (once_rc != 0)
+        return dbpool__fail(once_rc, "initialising Connector/C or registering exit hooks failed");
+    return 0;
+}
+
+/* ---- signals -------------------------------------------------------------------------------- */
+
+static void die_now(int sig)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    raise(sig); /* pending until the handler returns, then fatal */
+}
+
+/* Behave as if we were not there: the disposition we replaced. Async-signal-safe. */
+static void chain(int i, int sig, siginfo_t *info, void *uctx)
+{
+    const struct sigaction *p = &prev[i];
+    if (p->sa_flags & SA_SIGINFO)
+        p->sa_sigaction(sig, info, uctx);
+    else if (p->sa_handler == SIG_DFL)
+        die_now(sig);
+    else if (p->sa_handler != SIG_IGN)
+        p->sa_handler(sig);
+}
+
+/* Only async-signal-safe work here: hand the signal to the keeper thread. */
+static void on_signal(int sig, siginfo_t *info, void *uctx)
+{
+    int saved = errno;
+    int i = slot_of(sig);
+    if (in_cleanup) {
+        die_now(sig); /* a second signal during clean-up: die at once */
+    } else if (dbpool__keeper_post_signal(info) == 0) {
+        in_cleanup = 1;
+    } else if (i >= 0) {
+        chain(i, sig, info, uctx); /* no keeper (e.g. in a fork child): as before us */
+    }
+    errno = saved;
+}
+
+static int install_one(size_t i)
+{
+    struct sigaction old, sa;
+    if (sigaction(hooked[i], NULL, &old) != 0)
+        return dbpool__fail(DBPOOL_ESYS, "sigaction(%d): %s", hooked[i], strerror(errno));
+    /* Ignored at start (e.g. SIGINT of a background job): the user wants it ignored. */
+    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN)
+        return 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    prev[i] = old;
+    if (sigaction(hooked[i], &sa, NULL) != 0)
+        return dbpool__fail(DBPOOL_ESYS, "sigaction(%d): %s", hooked[i], strerror(errno));
+    installed[i] = 1;
+    return 0;
+}
+
+int dbpool__hooks_install_signals(void)
+{
+    int rc = 0;
+    pthread_mutex_lock(&sig_mu);
+    for (size_t i = 0; i < NHOOKED && rc == 0; i++)
+        if (!installed[i])
+            rc = install_one(i);
+    pthread_mutex_unlock(&sig_mu);
+    return rc;
+}
+
+/* On the keeper thread: close the pool, then end the process the way the signal would have,
+ * or let the application's own handler decide. */
+void dbpool__hooks_on_signal(const siginfo_t *info)
+{
+    int sig = info->si_signo, i = slot_of(sig);
+    dbpool__log(DBPOOL_LOG_INFO, "signal %d: closing the pool", sig);
+    dbpool__pool_shutdown(dbpool__pool_options()->shutdown_grace_ms, 0, 0);
+    if (i < 0)
+        return;
+    const struct sigaction *p = &prev[i];
+    if (!(p->sa_flags & SA_SIGINFO) && p->sa_handler == SIG_DFL) {
+        pthread_mutex_lock(&sig_mu);
+        sigaction(sig, p, NULL);
+        installed[i] = 0;
+        pthread_mutex_unlock(&sig_mu);
+        kill(getpid(), sig); /* process-directed: delivered to a thread that does not block it */
+        return;
+    }
+    siginfo_t copy = *info;
+    in_cleanup = 0;
+    chain(i, sig, &copy, NULL);
+}
+
+/* ---- SIGPIPE guard for TLS ------------------------------------------------------------------ */
+
+void dbpool__sigpipe_block(dbpool__sigpipe *s, const struct dbpool_conn *c)
+{
+    s->active = c && c->tls;
+    if (!s->active)
+        return;
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    s->was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &s->old);
+}
+
+void dbpool__sigpipe_restore(dbpool__sigpipe *s)
+{
+    if (!s->active)
+        return;
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    if (!s->was_pending && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero); /* consume the one our call raised */
+    }
+    pthread_sigmask(SIG_SETMASK, &s->old, NULL);
+}

@@ -1,0 +1,1030 @@
+/*
+ * pool.c - the process-wide pool: slots, mutex + per-waiter condition variables, waiters served
+ * in arrival order with bounded barging, counters.
+ *
+ * Invariants (under P.mu):
+ *  - P.open counts every slot that is not FREE (opening, idle, checking, busy, returning,
+ *    closing) and never exceeds P.opts.limit: a session is counted from before connect until
+ *    after close.
+ *  - A slot is IDLE iff it is on the idle stack.
+ *  - No network I/O under P.mu: a slot leaves IDLE/BUSY for CHECKING/RETURNING/CLOSING/OPENING
+ *    under the lock, the I/O runs unlocked by the one thread that moved it, and the result is
+ *    published under the lock.
+ *  - Only a head-of-queue waiter takes an idle connection or opens a new one among waiters; a
+ *    caller that has not queued may take an idle connection (barge) unless the head has waited
+ *    longer than STARVE_NS, in which case releases hand connections to it directly.
+ *  - Slot arrays are never freed while a slot in them may be borrowed: on close with borrowed
+ *    connections the array is retired, and late releases close their slot there.
+ *
+ * Lock order: init_mu -> P.mu.
+ */
+#include "dbpool_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define STARVE_NS 1000000ull         /* a waiter older than 1 ms gets direct hand-off */
+#define BYPASS_NS 250000000ull       /* reused within 250 ms: no liveness syscall */
+#define BACKOFF_MIN_MS 10u
+#define BACKOFF_MAX_MS 1000u
+
+enum pool_state { POOL_UNINIT = 0, POOL_RUNNING, POOL_CLOSING };
+enum close_reason { R_IDLE, R_LIFETIME, R_BROKEN, R_RESET, R_SHUTDOWN };
+
+struct dbpool__pool_array {
+    struct dbpool__pool_array *next; /* retired list */
+    dbpool__budget *budget;          /* host budget the slots' budget_slot refer to */
+    unsigned n;
+    struct dbpool_conn slots[];
+};
+
+struct waiter {
+    struct waiter *next;
+    pthread_cond_t cv;
+    uint64_t since_ns;
+    unsigned epoch;             /* P.epoch when queued: a close ends the wait */
+    struct dbpool_conn *handed; /* direct hand-off */
+};
+
+static struct pool {
+    pthread_mutex_t mu;
+    _Atomic int state;
+    dbpool__options opts;
+    struct dbpool__pool_array *_Atomic arr;
+    struct dbpool__pool_array *retired;
+    struct dbpool_conn *idle; /* LIFO stack: the warmest connection first */
+    unsigned open, nidle, busy, waiting, peak;
+    struct waiter *qhead, *qtail;
+    pthread_cond_t drained; /* signalled when a slot becomes FREE while closing */
+    dbpool__budget *budget;
+    int cancel;     /* non-zero while closing: budget waits give up */
+    unsigned epoch; /* incremented by every close */
+    struct {
+        uint64_t gets, waits, wait_ns_total, wait_ns_max, timeouts, queue_full, created;
+        uint64_t closed[5], conn_transient, conn_permanent, leaks;
+    } st;
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+unsigned dbpool__fork_generation;
+
+/* ---- small helpers (P.mu held) ---------------------------------------------------------- */
+
+static void set_state(struct dbpool_conn *c, int s) { atomic_store_explicit((_Atomic int *)&c->state, s, memory_order_release); }
+static int get_state(struct dbpool_conn *c) { return atomic_load_explicit((_Atomic int *)&c->state, memory_order_acquire); }
+
+static void wake_head(void)
+{
+    if (P.qhead)
+        pthread_cond_signal(&P.qhead->cv);
+}
+
+static void dequeue(struct waiter *w)
+{
+    struct waiter **pp = &P.qhead, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = w->next;
+    if (P.qtail == w)
+        P.qtail = prev;
+    P.waiting--;
+}
+
+static void enqueue(struct waiter *w)
+{
+    w->next = NULL;
+    if (P.qtail)
+        P.qtail->next = w;
+    else
+        P.qhead = w;
+    P.qtail = w;
+    P.waiting++;
+}
+
+static struct dbpool_conn *pop_idle(void)
+{
+    struct dbpool_conn *c = P.idle;
+    if (c) {
+        P.idle = c->next;
+        c->next = NULL;
+        P.nidle--;
+    }
+    return c;
+}
+
+static void push_idle(struct dbpool_conn *c, uint64_t now)
+{
+    c->last_used_ns = now;
+    c->next = P.idle;
+    P.idle = c;
+    P.nidle++;
+    set_state(c, DBPOOL__SLOT_IDLE);
+}
+
+static void mark_borrowed(struct dbpool_conn *c, const char *file, int line, uint64_t now)
+{
+    set_state(c, DBPOOL__SLOT_BUSY);
+    c->site_file = file;
+    c->site_line = line;
+    c->owner = pthread_self();
+    c->borrowed_ns = now;
+    c->leak_reported = false;
+    P.busy++;
+}
+
+/* A slot goes back to FREE: capacity for a waiter, or progress for a close. */
+static void slot_freed(struct dbpool_conn *c, int reason)
+{
+    set_state(c, DBPOOL__SLOT_FREE);
+    if (c->arr == atomic_load(&P.arr)) { /* a retired slot is no longer counted */
+        P.open--;
+        P.st.closed[reason]++;
+        wake_head();
+    }
+    if (atomic_load(&P.state) != POOL_RUNNING)
+        pthread_cond_broadcast(&P.drained);
+}
+
+static struct dbpool_conn *reserve_free_slot(void)
+{
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    for (unsigned i = 0; i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        if (get_state(c) == DBPOOL__SLOT_FREE) {
+            set_state(c, DBPOOL__SLOT_OPENING);
+            if (++P.open > P.peak)
+                P.peak = P.open;
+            return c;
+        }
+    }
+    return NULL; /* cannot happen while P.open < limit */
+}
+
+/* ---- initialisation ---------------------------------------------------------------------- */
+
+bool dbpool__pool_running(void) { return atomic_load(&P.state) != POOL_UNINIT; }
+
+const dbpool__options *dbpool__pool_options(void) { return &P.opts; }
+
+static struct dbpool__pool_array *new_array(unsigned n)
+{
+    struct dbpool__pool_array *a = calloc(1, sizeof *a + n * sizeof(struct dbpool_conn));
+    if (!a)
+        return NULL;
+    a->n = n;
+    for (unsigned i = 0; i < n; i++) {
+        a->slots[i].magic = DBPOOL__CONN_MAGIC;
+        a->slots[i].fd_dup = -1;
+        a->slots[i].budget_slot = -1;
+        a->slots[i].arr = a;
+    }
+    return a;
+}
+
+static int start_locked(const char *env_file)
+{
+    dbpool__options o;
+    int rc = dbpool__hooks_init();
+    if (rc == 0)
+        rc = dbpool__config_load(&o, env_file);
+    if (rc != 0)
+        return rc;
+    dbpool__set_log_level(o.log_level);
+    dbpool__budget *b = NULL;
+    if (o.host_budget && (rc = dbpool__budget_open(&b, &o)) != 0)
+        return rc;
+    struct dbpool__pool_array *a = new_array(o.limit);
+    if (!a) {
+        dbpool__budget_close(b);
+        return dbpool__fail(DBPOOL_ENOMEM, "allocating %u slots", o.limit);
+    }
+    if ((rc = dbpool__keeper_start()) != 0 || (o.signal_hooks && (rc = dbpool__hooks_install_signals()) != 0)) {
+        free(a);
+        dbpool__budget_close(b);
+        return rc;
+    }
+    a->budget = b;
+    pthread_mutex_lock(&P.mu);
+    P.opts = o;
+    P.budget = b;
+    atomic_store(&P.arr, a);
+    P.cancel = 0;
+    P.open = P.nidle = P.busy = P.peak = 0;
+    memset(&P.st, 0, sizeof P.st);
+    atomic_store(&P.state, POOL_RUNNING);
+    pthread_mutex_unlock(&P.mu);
+    dbpool__log(DBPOOL_LOG_INFO, "pool started: limit %u, host budget %u", o.limit, o.host_budget);
+    return 0;
+}
+
+static int ensure_running(const char *env_file)
+{
+    if (atomic_load_explicit(&P.state, memory_order_acquire) == POOL_RUNNING)
+        return 0;
+    pthread_mutex_lock(&init_mu);
+    int s = atomic_load(&P.state), rc = 0;
+    if (s == POOL_CLOSING)
+        rc = dbpool__fail(DBPOOL_ECLOSED, "the pool is closing");
+    else if (s == POOL_UNINIT)
+        rc = start_locked(env_file);
+    pthread_mutex_unlock(&init_mu);
+    return rc;
+}
+
+int dbpool_init(const char *env_file)
+{
+    dbpool__clear_error();
+    return ensure_running(env_file);
+}
+
+/* ---- get ---------------------------------------------------------------------------------- */
+
+struct getctx {
+    const char *file;
+    int line;
+    uint64_t start, deadline;
+    bool waited;
+};
+
+static void holders_text(char *buf, size_t n)
+{
+    size_t used = 0;
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    buf[0] = '\0';
+    for (unsigned i = 0; a && i < a->n && used + 1 < n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        if (get_state(c) == DBPOOL__SLOT_BUSY && c->site_file) {
+            int k = snprintf(buf + used, n - used, "%s%s:%d", used ? ", " : "", c->site_file, c->site_line);
+            used += k > 0 ? (size_t)k : 0;
+        }
+    }
+    if (!buf[0])
+        snprintf(buf, n, "none recorded");
+}
+
+static int fail_timeout(const struct getctx *g)
+{
+    char holders[512];
+    holders_text(holders, sizeof holders);
+    P.st.timeouts++;
+    return dbpool__fail(DBPOOL_ETIMEDOUT,
+                        "no connection within DB_ACQUIRE_TIMEOUT_MS=%u: limit %u, %u in use, "
+                        "%u waiting; borrowed at: %s",
+                        P.opts.acquire_timeout_ms, P.opts.limit, P.busy, P.waiting, holders);
+}
+
+static void warn_self_deadlock(const struct getctx *g)
+{
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    pthread_t me = pthread_self();
+    for (unsigned i = 0; i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        if (get_state(c) == DBPOOL__SLOT_BUSY && pthread_equal(c->owner, me)) {
+            dbpool__log(DBPOOL_LOG_WARN,
+                        "possible self-deadlock: this thread holds the connection borrowed at "
+                        "%s:%d and waits for another at %s:%d with all %u in use",
+                        c->site_file ? c->site_file : "?", c->site_line, g->file ? g->file : "?",
+                        g->line, P.opts.limit);
+            return;
+        }
+    }
+}
+
+/* Give back a reservation whose connection never opened or was closed (P.mu not held). */
+static void unreserve(struct dbpool_conn *c, int reason)
+{
+    if (c->budget_slot >= 0) {
+        dbpool__budget_release(c->arr->budget, c->budget_slot);
+        c->budget_slot = -1;
+    }
+    pthread_mutex_lock(&P.mu);
+    slot_freed(c, reason);
+    pthread_mutex_unlock(&P.mu);
+}
+
+/* Close a connection we own outside the lock, then free its slot. */
+static void close_owned(struct dbpool_conn *c, int reason)
+{
+    pthread_mutex_lock(&P.mu);
+    set_state(c, DBPOOL__SLOT_CLOSING);
+    pthread_mutex_unlock(&P.mu);
+    dbpool__conn_close(c);
+    unreserve(c, reason);
+}
+
+static unsigned backoff_ms(unsigned attempt)
+{
+    unsigned cap = BACKOFF_MIN_MS << (attempt < 7 ? attempt : 7);
+    if (cap > BACKOFF_MAX_MS)
+        cap = BACKOFF_MAX_MS;
+    return cap / 2 + dbpool__rand(cap / 2 + 1); /* jitter: spread retries of many clients */
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Connect a reserved slot, retrying transient errors with capped backoff inside the deadline. */
+static int open_reserved(struct dbpool_conn *c, const struct getctx *g)
+{
+    int rc = 0, cls = 0;
+    if (P.budget && (rc = dbpool__budget_acquire(P.budget, g->deadline, &P.cancel, &c->budget_slot)) != 0) {
+        c->budget_slot = -1;
+        return rc;
+    }
+    for (unsigned attempt = 0;; attempt++) {
+        rc = dbpool__conn_open(c, &P.opts, &cls);
+        if (rc == 0 || cls != DBPOOL__ERR_TRANSIENT)
+            break;
+        unsigned ms = backoff_ms(attempt);
+        if (dbpool__now_ns() + (uint64_t)ms * 1000000u >= g->deadline || atomic_load(&P.state) != POOL_RUNNING)
+            break;
+        __atomic_fetch_add(&P.st.conn_transient, 1, __ATOMIC_RELAXED);
+        sleep_ms(ms);
+    }
+    if (rc != 0)
+        __atomic_fetch_add(cls == DBPOOL__ERR_TRANSIENT ? &P.st.conn_transient : &P.st.conn_permanent, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static void set_expiry(struct dbpool_conn *c)
+{
+    uint64_t now = dbpool__now_ns(), life = (uint64_t)P.opts.max_lifetime_ms * 1000000u;
+    c->created_ns = now;
+    /* Up to 10% earlier, so connections opened together do not all retire together. */
+    c->expires_ns = life ? now + life - (life / 10 ? dbpool__rand((uint32_t)(life / 10 / 1000)) * 1000ull : 0) : 0;
+}
+
+static int finish_open(struct dbpool_conn *c, struct getctx *g)
+{
+    int rc = open_reserved(c, g);
+    if (rc != 0) {
+        unreserve(c, R_BROKEN);
+        return rc;
+    }
+    set_expiry(c);
+    pthread_mutex_lock(&P.mu);
+    P.st.created++;
+    if (atomic_load(&P.state) != POOL_RUNNING) {
+        pthread_mutex_unlock(&P.mu);
+        close_owned(c, R_SHUTDOWN);
+        return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while connecting");
+    }
+    mark_borrowed(c, g->file, g->line, dbpool__now_ns());
+    P.st.gets++;
+    pthread_mutex_unlock(&P.mu);
+    return 0;
+}
+
+/* An idle connection taken for a check (state CHECKING): alive and young enough? */
+static bool check_idle(struct dbpool_conn *c, uint64_t now)
+{
+    if (c->expires_ns && now >= c->expires_ns)
+        return false;
+    if (!dbpool__conn_alive(c))
+        return false;
+    if (now - c->last_used_ns > (uint64_t)P.opts.validate_after_ms * 1000000u && dbpool__conn_ping(c) != 0)
+        return false;
+    return true;
+}
+
+enum take { TAKE_NONE, TAKE_READY, TAKE_CHECK, TAKE_OPEN };
+
+/* Under P.mu: take an idle connection or reserve a slot to open. */
+static enum take try_take(struct dbpool_conn **out, uint64_t now)
+{
+    struct dbpool_conn *c = pop_idle();
+    if (c) {
+        *out = c;
+        if (now - c->last_used_ns < BYPASS_NS && (!c->expires_ns || now < c->expires_ns))
+            return TAKE_READY;
+        set_state(c, DBPOOL__SLOT_CHECKING);
+        return TAKE_CHECK;
+    }
+    if (P.open < P.opts.limit) {
+        *out = reserve_free_slot();
+        return *out ? TAKE_OPEN : TAKE_NONE;
+    }
+    return TAKE_NONE;
+}
+
+static void account_wait(struct getctx *g, uint64_t now)
+{
+    if (!g->waited)
+        return;
+    uint64_t w = now - g->start;
+    P.st.waits++;
+    P.st.wait_ns_total += w;
+    if (w > P.st.wait_ns_max)
+        P.st.wait_ns_max = w;
+}
+
+/* Wait in the queue until something can be taken. Returns TAKE_* or a negative code. */
+static int wait_turn(struct dbpool_conn **out, struct getctx *g)
+{
+    if (P.opts.queue_limit && P.waiting >= P.opts.queue_limit) {
+        P.st.queue_full++;
+        return dbpool__fail(DBPOOL_EQUEUEFULL, "%u callers already waiting (DB_QUEUE_LIMIT=%u, limit %u)",
+                            P.waiting, P.opts.queue_limit, P.opts.limit);
+    }
+    warn_self_deadlock(g);
+    struct waiter w = {.since_ns = dbpool__now_ns(), .epoch = P.epoch};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    enqueue(&w);
+    g->waited = true;
+    struct timespec dl = dbpool__ts(g->deadline);
+    int r = TAKE_NONE;
+    for (;;) {
+        if (w.handed) {
+            *out = w.handed;
+            r = TAKE_READY;
+            break;
+        }
+        if (atomic_load(&P.state) != POOL_RUNNING || P.epoch != w.epoch) {
+            r = dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while waiting");
+            break;
+        }
+        uint64_t now = dbpool__now_ns();
+        if (P.qhead == &w && (r = try_take(out, now)) != TAKE_NONE)
+            break;
+        if (now >= g->deadline) {
+            r = fail_timeout(g);
+            break;
+        }
+        pthread_cond_timedwait(&w.cv, &P.mu, &dl);
+    }
+    dequeue(&w);
+    if (!w.handed)
+        wake_head(); /* the next in line may be able to proceed now */
+    pthread_cond_destroy(&w.cv);
+    return r;
+}
+
+static int get_once(struct dbpool_conn **out, struct getctx *g)
+{
+    pthread_mutex_lock(&P.mu);
+    uint64_t now = dbpool__now_ns();
+    int r = TAKE_NONE;
+    if (atomic_load(&P.state) != POOL_RUNNING)
+        r = dbpool__fail(DBPOOL_ECLOSED, "the pool is closed");
+    else if (!P.qhead || now - P.qhead->since_ns <= STARVE_NS)
+        r = try_take(out, now); /* barging allowed while no waiter starves */
+    if (r == TAKE_NONE)
+        r = wait_turn(out, g);
+    if (r == TAKE_READY) {
+        now = dbpool__now_ns();
+        account_wait(g, now);
+        mark_borrowed(*out, g->file, g->line, now);
+        P.st.gets++;
+    }
+    pthread_mutex_unlock(&P.mu);
+    return r;
+}
+
+int dbpool_get_at(dbpool_conn **out, const char *file, int line)
+{
+    dbpool__clear_error();
+    if (!out)
+        return dbpool__fail(DBPOOL_EINVAL, "dbpool_get: out is NULL");
+    *out = NULL;
+    int rc = ensure_running(NULL);
+    if (rc != 0)
+        return rc;
+    struct getctx g = {.file = file, .line = line, .start = dbpool__now_ns()};
+    g.deadline = g.start + (uint64_t)P.opts.acquire_timeout_ms * 1000000u;
+    for (;;) {
+        struct dbpool_conn *c = NULL;
+        int r = get_once(&c, &g);
+        if (r < 0)
+            return r;
+        if (r == TAKE_OPEN) {
+            if ((rc = finish_open(c, &g)) != 0)
+                return rc;
+        } else if (r == TAKE_CHECK) {
+            if (!check_idle(c, dbpool__now_ns())) {
+                close_owned(c, c->expires_ns && dbpool__now_ns() >= c->expires_ns ? R_LIFETIME : R_BROKEN);
+                continue; /* replaced transparently, inside the same deadline */
+            }
+            pthread_mutex_lock(&P.mu);
+            account_wait(&g, dbpool__now_ns());
+            mark_borrowed(c, file, line, dbpool__now_ns());
+            P.st.gets++;
+            pthread_mutex_unlock(&P.mu);
+        }
+        *out = c;
+        return 0;
+    }
+}
+
+#undef dbpool_get
+int dbpool_get(dbpool_conn **out) { return dbpool_get_at(out, NULL, 0); }
+
+/* ---- handle validation --------------------------------------------------------------------- */
+
+static bool in_array(const struct dbpool__pool_array *a, const void *p)
+{
+    if (!a)
+        return false;
+    uintptr_t lo = (uintptr_t)a->slots, hi = lo + a->n * sizeof(struct dbpool_conn), x = (uintptr_t)p;
+    return x >= lo && x < hi && (x - lo) % sizeof(struct dbpool_conn) == 0;
+}
+
+static bool known_handle(const void *p)
+{
+    if (in_array(atomic_load(&P.arr), p))
+        return true;
+    pthread_mutex_lock(&P.mu);
+    bool found = false;
+    for (struct dbpool__pool_array *a = P.retired; a && !found; a = a->next)
+        found = in_array(a, p);
+    pthread_mutex_unlock(&P.mu);
+    return found;
+}
+
+static int misuse(const char *op, const void *p, const char *why)
+{
+    dbpool__log(DBPOOL_LOG_ERROR, "%s(%p): %s", op, p, why);
+    return dbpool__fail(DBPOOL_EMISUSE, "%s(%p): %s", op, p, why);
+}
+
+struct dbpool_conn *dbpool__conn_check(dbpool_conn *c, const char *op)
+{
+    if (!c) {
+        dbpool__fail(DBPOOL_EINVAL, "%s: connection is NULL", op);
+        return NULL;
+    }
+    if (!known_handle(c)) {
+        misuse(op, c, "not a connection of this pool (foreign pointer or from a closed pool)");
+        return NULL;
+    }
+    if (get_state(c) != DBPOOL__SLOT_BUSY) {
+        misuse(op, c, "connection is not borrowed (already released?)");
+        return NULL;
+    }
+    return c;
+}
+
+struct st_mysql *dbpool_mysql(dbpool_conn *conn)
+{
+    struct dbpool_conn *c = dbpool__conn_check(conn, "dbpool_mysql");
+    return c ? c->mysql : NULL;
+}
+
+unsigned long dbpool_conn_id(dbpool_conn *conn)
+{
+    struct dbpool_conn *c = dbpool__conn_check(conn, "dbpool_conn_id");
+    return c ? c->thread_id : 0;
+}
+
+void dbpool_conn_discard(dbpool_conn *conn)
+{
+    struct dbpool_conn *c = dbpool__conn_check(conn, "dbpool_conn_discard");
+    if (c)
+        c->discard = true;
+}
+
+/* ---- release -------------------------------------------------------------------------------- */
+
+/* Under P.mu: give a healthy connection to the next caller. */
+static void publish(struct dbpool_conn *c, uint64_t now)
+{
+    struct waiter *h = P.qhead;
+    while (h && h->handed)
+        h = h->next;
+    if (h && now - h->since_ns > STARVE_NS) {
+        /* Starvation mode: hand it over, so later arrivals cannot overtake this waiter. */
+        h->handed = c;
+        set_state(c, DBPOOL__SLOT_CHECKING); /* neither idle nor free: reserved for h */
+        pthread_cond_signal(&h->cv);
+        return;
+    }
+    push_idle(c, now);
+    wake_head();
+}
+
+static bool needs_io(struct dbpool_conn *c, uint64_t now)
+{
+    if (c->discard || P.opts.reset_on_release || (c->expires_ns && now >= c->expires_ns))
+        return true;
+    if (c->mysql->status != MYSQL_STATUS_READY)
+        return true;
+    unsigned status = 0;
+    mariadb_get_infov(c->mysql, MARIADB_CONNECTION_SERVER_STATUS, &status);
+    return (status & SERVER_STATUS_IN_TRANS) != 0;
+}
+
+static void release_slow(struct dbpool_conn *c, bool live_array)
+{
+    uint64_t now = dbpool__now_ns();
+    int reason = R_SHUTDOWN;
+    if (live_array && !c->discard && !(c->expires_ns && now >= c->expires_ns)) {
+        if (dbpool__conn_reset(c, &P.opts, P.opts.reset_on_release) == 0) {
+            pthread_mutex_lock(&P.mu);
+            if (atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr)) {
+                publish(c, dbpool__now_ns());
+                pthread_mutex_unlock(&P.mu);
+                return;
+            }
+            pthread_mutex_unlock(&P.mu);
+        } else {
+            dbpool__log(DBPOOL_LOG_INFO, "connection %lu discarded on release: %s", c->thread_id, dbpool_last_error());
+            reason = R_RESET;
+        }
+    } else if (live_array) {
+        reason = c->discard ? R_BROKEN : R_LIFETIME;
+    }
+    close_owned(c, reason);
+}
+
+void dbpool_release(dbpool_conn *conn)
+{
+    if (!conn)
+        return;
+    struct dbpool_conn *c = conn;
+    if (!known_handle(c)) {
+        misuse("dbpool_release", c, "not a connection of this pool (foreign pointer or from a closed pool)");
+        return;
+    }
+    pthread_mutex_lock(&P.mu);
+    if (get_state(c) != DBPOOL__SLOT_BUSY) {
+        pthread_mutex_unlock(&P.mu);
+        misuse("dbpool_release", c, "connection is not borrowed (double release?)");
+        return;
+    }
+    bool current = c->arr == atomic_load(&P.arr);
+    if (current)
+        P.busy--;
+    uint64_t now = dbpool__now_ns();
+    bool live = current && atomic_load(&P.state) == POOL_RUNNING;
+    if (live && !needs_io(c, now)) {
+        publish(c, now);
+        pthread_mutex_unlock(&P.mu);
+        return;
+    }
+    set_state(c, DBPOOL__SLOT_RETURNING);
+    pthread_mutex_unlock(&P.mu);
+    release_slow(c, live);
+}
+
+/* ---- health check and statistics -------------------------------------------------------------- */
+
+int dbpool_health_check(unsigned *rtt_us)
+{
+    dbpool_conn *c;
+    int rc = dbpool_get_at(&c, __FILE__, __LINE__);
+    if (rc != 0)
+        return rc;
+    uint64_t t0 = dbpool__now_ns();
+    rc = dbpool__conn_ping(c);
+    if (rtt_us)
+        *rtt_us = (unsigned)((dbpool__now_ns() - t0) / 1000);
+    dbpool_release(c);
+    return rc;
+}
+
+int dbpool_stats_get_sized(dbpool_stats *out, size_t size)
+{
+    dbpool__clear_error();
+    if (!out || size == 0)
+        return dbpool__fail(DBPOOL_EINVAL, "dbpool_stats_get: out is NULL");
+    dbpool_stats s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_lock(&P.mu);
+    bool running = atomic_load(&P.state) != POOL_UNINIT;
+    s.limit = running ? P.opts.limit : 0;
+    s.open = P.open;
+    s.idle = P.nidle;
+    s.in_use = P.busy;
+    s.waiting = P.waiting;
+    s.peak_open = P.peak;
+    s.gets = P.st.gets;
+    s.waits = P.st.waits;
+    s.wait_ns_total = P.st.wait_ns_total;
+    s.wait_ns_max = P.st.wait_ns_max;
+    s.timeouts = P.st.timeouts;
+    s.queue_full = P.st.queue_full;
+    s.created = P.st.created;
+    s.closed_idle = P.st.closed[R_IDLE];
+    s.closed_lifetime = P.st.closed[R_LIFETIME];
+    s.closed_broken = P.st.closed[R_BROKEN];
+    s.closed_reset = P.st.closed[R_RESET];
+    s.closed_shutdown = P.st.closed[R_SHUTDOWN];
+    s.connect_errors_transient = __atomic_load_n(&P.st.conn_transient, __ATOMIC_RELAXED);
+    s.connect_errors_permanent = __atomic_load_n(&P.st.conn_permanent, __ATOMIC_RELAXED);
+    s.leaks_reported = P.st.leaks;
+    dbpool__budget *b = running ? P.budget : NULL;
+    s.budget_size = b ? P.opts.host_budget : 0;
+    pthread_mutex_unlock(&P.mu);
+    /* Budget usage reads lock files: outside the pool lock. */
+    if (b) {
+        size_t n = 0;
+        dbpool__budget_usage(b, &s.budget_used, &s.budget_held, NULL, 0, &n);
+    }
+    memcpy(out, &s, size < sizeof s ? size : sizeof s);
+    return 0;
+}
+
+int dbpool_budget_holders(long *pids, size_t cap, size_t *n)
+{
+    dbpool__clear_error();
+    if (!n || (cap && !pids))
+        return dbpool__fail(DBPOOL_EINVAL, "dbpool_budget_holders: NULL argument");
+    int rc = ensure_running(NULL);
+    if (rc != 0)
+        return rc;
+    if (!P.budget)
+        return dbpool__fail(DBPOOL_ECONFIG, "no host budget configured (DB_HOST_BUDGET=0)");
+    unsigned used, held;
+    return dbpool__budget_usage(P.budget, &used, &held, pids, cap, n);
+}
+
+/* ---- housekeeping (keeper thread) ---------------------------------------------------------- */
+
+static void report_leaks(uint64_t now, uint64_t *next)
+{
+    uint64_t thr = (uint64_t)P.opts.leak_threshold_ms * 1000000u;
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    for (unsigned i = 0; thr && a && i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        if (get_state(c) != DBPOOL__SLOT_BUSY || c->leak_reported)
+            continue;
+        if (now - c->borrowed_ns >= thr) {
+            c->leak_reported = true;
+            P.st.leaks++;
+            dbpool__log(DBPOOL_LOG_WARN, "connection %lu held for %llu ms (DB_LEAK_THRESHOLD_MS=%u), "
+                        "borrowed at %s:%d and not released",
+                        c->thread_id, (unsigned long long)((now - c->borrowed_ns) / 1000000u),
+                        P.opts.leak_threshold_ms, c->site_file ? c->site_file : "?", c->site_line);
+        } else if (c->borrowed_ns + thr < *next) {
+            *next = c->borrowed_ns + thr;
+        }
+    }
+}
+
+/* Under P.mu: unlink idle connections past their idle timeout or lifetime into *victims. */
+static unsigned collect_expired(uint64_t now, uint64_t *next, struct dbpool_conn **victims, int *reasons, unsigned cap)
+{
+    uint64_t idle_ns = (uint64_t)P.opts.idle_timeout_ms * 1000000u;
+    unsigned n = 0;
+    for (struct dbpool_conn **pp = &P.idle; *pp;) {
+        struct dbpool_conn *c = *pp;
+        bool idle_out = idle_ns && now - c->last_used_ns >= idle_ns;
+        bool life_out = c->expires_ns && now >= c->expires_ns;
+        if ((idle_out || life_out) && n < cap) {
+            *pp = c->next;
+            P.nidle--;
+            set_state(c, DBPOOL__SLOT_CLOSING);
+            reasons[n] = life_out ? R_LIFETIME : R_IDLE;
+            victims[n++] = c;
+            continue;
+        }
+        if (idle_ns && c->last_used_ns + idle_ns < *next)
+            *next = c->last_used_ns + idle_ns;
+        if (c->expires_ns && c->expires_ns < *next)
+            *next = c->expires_ns;
+        pp = &c->next;
+    }
+    return n;
+}
+
+unsigned dbpool__pool_housekeep(void)
+{
+    struct dbpool_conn *victims[64];
+    int reasons[64];
+    uint64_t now = dbpool__now_ns(), next = now + 1000000000ull;
+    pthread_mutex_lock(&P.mu);
+    if (atomic_load(&P.state) != POOL_RUNNING) {
+        pthread_mutex_unlock(&P.mu);
+        return 1000;
+    }
+    unsigned n = collect_expired(now, &next, victims, reasons, 64);
+    report_leaks(now, &next);
+    pthread_mutex_unlock(&P.mu);
+    for (unsigned i = 0; i < n; i++) {
+        dbpool__log(DBPOOL_LOG_DEBUG, "closing connection %lu (%s)", victims[i]->thread_id,
+                    reasons[i] == R_IDLE ? "idle timeout" : "max lifetime");
+        dbpool__conn_close(victims[i]);
+        unreserve(victims[i], reasons[i]);
+    }
+    if (n == 64)
+        return 0;
+    now = dbpool__now_ns();
+    return next > now ? (unsigned)((next - now) / 1000000u) + 1 : 0;
+}
+
+/* ---- close ------------------------------------------------------------------------------------ */
+
+static int lock_timed(unsigned ms)
+{
+    if (ms == 0)
+        return pthread_mutex_lock(&P.mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return pthread_mutex_timedlock(&P.mu, &ts);
+}
+
+static unsigned borrowed_count(const struct dbpool__pool_array *a)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < a->n; i++)
+        n += get_state((struct dbpool_conn *)&a->slots[i]) != DBPOOL__SLOT_FREE;
+    return n;
+}
+
+/* Under P.mu: wait up to ms for every slot of a to be FREE. */
+static unsigned wait_drained(struct dbpool__pool_array *a, unsigned ms)
+{
+    uint64_t dl = dbpool__now_ns() + (uint64_t)ms * 1000000u;
+    struct timespec ts = dbpool__ts(dl);
+    unsigned left;
+    while ((left = borrowed_count(a)) > 0 && dbpool__now_ns() < dl)
+        pthread_cond_timedwait(&P.drained, &P.mu, &ts);
+    return left;
+}
+
+/* Under P.mu: stop what borrowed connections are doing. shutdown() is a local, non-blocking
+ * call; doing it under the lock guarantees fd_dup is not closed concurrently (a releaser moves
+ * its slot to CLOSING under the lock before closing). */
+static size_t stop_borrowed(struct dbpool__pool_array *a, unsigned long *ids, size_t cap)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        int s = get_state(c);
+        if ((s == DBPOOL__SLOT_BUSY || s == DBPOOL__SLOT_RETURNING) && c->thread_id && n < cap)
+            ids[n++] = c->thread_id;
+    }
+    return n;
+}
+
+static void shutdown_borrowed(struct dbpool__pool_array *a)
+{
+    for (unsigned i = 0; i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        int s = get_state(c);
+        if ((s == DBPOOL__SLOT_BUSY || s == DBPOOL__SLOT_RETURNING) && c->fd_dup >= 0) {
+            c->killed_on_close = true;
+            shutdown(c->fd_dup, SHUT_RDWR);
+        }
+    }
+}
+
+static void close_idle_all(void)
+{
+    struct dbpool_conn *c;
+    pthread_mutex_lock(&P.mu);
+    while ((c = pop_idle()) != NULL) {
+        set_state(c, DBPOOL__SLOT_CLOSING);
+        pthread_mutex_unlock(&P.mu);
+        dbpool__conn_close(c);
+        if (c->budget_slot >= 0)
+            dbpool__budget_release(c->arr->budget, c->budget_slot);
+        c->budget_slot = -1;
+        pthread_mutex_lock(&P.mu);
+        slot_freed(c, R_SHUTDOWN);
+    }
+    pthread_mutex_unlock(&P.mu);
+}
+
+static void wake_all_waiters(void)
+{
+    for (struct waiter *w = P.qhead; w; w = w->next)
+        pthread_cond_signal(&w->cv);
+}
+
+/* After the grace: KILL QUERY what still runs, shut the sockets, give borrowers a moment. */
+static unsigned force_borrowed(struct dbpool__pool_array *a)
+{
+    unsigned long ids[1024];
+    size_t n = stop_borrowed(a, ids, 1024);
+    dbpool__options o = P.opts;
+    pthread_mutex_unlock(&P.mu);
+    dbpool__conn_kill_queries(&o, ids, n);
+    pthread_mutex_lock(&P.mu);
+    shutdown_borrowed(a);
+    return wait_drained(a, 200);
+}
+
+int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reason)
+{
+    (void)reason;
+    if (lock_timed(lock_timeout_ms) != 0)
+        return DBPOOL_ETIMEDOUT;
+    if (atomic_load(&P.state) != POOL_RUNNING) {
+        pthread_mutex_unlock(&P.mu);
+        return 0;
+    }
+    atomic_store(&P.state, POOL_CLOSING);
+    P.epoch++;
+    __atomic_store_n(&P.cancel, 1, __ATOMIC_RELEASE);
+    wake_all_waiters();
+    pthread_mutex_unlock(&P.mu);
+    close_idle_all();
+    pthread_mutex_lock(&P.mu);
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    unsigned left = wait_drained(a, grace_ms);
+    if (left)
+        left = force_borrowed(a);
+    dbpool__budget *b = NULL;
+    if (left) {
+        /* Borrowers still hold slots: keep the array (and its budget); their release closes
+         * the slot there. */
+        a->next = P.retired;
+        P.retired = a;
+        dbpool__log(DBPOOL_LOG_WARN, "pool closed with %u connection(s) still borrowed", left);
+    } else {
+        b = a->budget;
+        free(a);
+    }
+    atomic_store(&P.arr, NULL);
+    P.budget = NULL;
+    P.idle = NULL;
+    P.open = P.nidle = P.busy = 0;
+    atomic_store(&P.state, POOL_UNINIT);
+    pthread_mutex_unlock(&P.mu);
+    dbpool__budget_close(b);
+    return 0;
+}
+
+void dbpool_close(void)
+{
+    if (dbpool__keeper_is_self())
+        return; /* the keeper closes through dbpool__pool_shutdown itself */
+    pthread_mutex_lock(&init_mu);
+    dbpool__pool_shutdown(P.opts.shutdown_grace_ms, 0, R_SHUTDOWN);
+    pthread_mutex_unlock(&init_mu);
+}
+
+/* ---- fork ------------------------------------------------------------------------------------- */
+
+void dbpool__pool_atfork_prepare(void)
+{
+    pthread_mutex_lock(&init_mu);
+    pthread_mutex_lock(&P.mu);
+}
+
+void dbpool__pool_atfork_parent(void)
+{
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&init_mu);
+}
+
+static void forget_array(struct dbpool__pool_array *a, int devnull)
+{
+    for (unsigned i = 0; a && i < a->n; i++)
+        dbpool__conn_forget_in_child(&a->slots[i], devnull);
+}
+
+/* The child owns none of the parent's sessions: close our copies of their sockets without a
+ * byte sent, drop the pool (its memory is left as is: a borrowed handle of the forking thread
+ * may still point into it), and start afresh on first use. Only async-signal-safe calls. */
+void dbpool__pool_atfork_child(void)
+{
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    forget_array(a, devnull);
+    for (struct dbpool__pool_array *r = P.retired; r; r = r->next)
+        forget_array(r, devnull);
+    if (devnull >= 0)
+        close(devnull);
+    if (a) {
+        a->next = P.retired;
+        P.retired = a;
+    }
+    dbpool__budget_forget_in_child(P.budget);
+    for (struct dbpool__pool_array *r = P.retired; r; r = r->next)
+        if (r->budget != P.budget)
+            dbpool__budget_forget_in_child(r->budget);
+    P.budget = NULL;
+    atomic_store(&P.arr, NULL);
+    P.idle = NULL;
+    P.open = P.nidle = P.busy = P.waiting = 0;
+    P.qhead = P.qtail = NULL;
+    atomic_store(&P.state, POOL_UNINIT);
+    __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&P.mu);
+    pthread_mutex_unlock(&init_mu);
+}
