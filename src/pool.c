@@ -621,6 +621,10 @@ static void publish(struct dbpool_conn *c, uint64_t now)
 
 static bool needs_io(struct dbpool_conn *c, uint64_t now)
 {
+    /* The borrower may have met a dead-session error on the raw handle (2013 after a KILL):
+     * such a connection is broken, not merely in need of a reset. */
+    if (dbpool__errclass(mysql_errno(c->mysql)) == DBPOOL__ERR_DEAD)
+        c->discard = true;
     if (c->discard || P.opts.reset_on_release || (c->expires_ns && now >= c->expires_ns))
         return true;
     if (c->mysql->status != MYSQL_STATUS_READY)
@@ -909,6 +913,29 @@ static void close_idle_all(void)
     pthread_mutex_unlock(&P.mu);
 }
 
+/* Connections borrowed by the closing thread itself cannot be in use right now (this thread
+ * is here): close them cleanly at once instead of waiting the grace for ourselves. This is
+ * what makes exit() and a return from main() with a connection still borrowed end with
+ * COM_QUIT. */
+static void close_own_borrowed(void)
+{
+    pthread_t me = pthread_self();
+    pthread_mutex_lock(&P.mu);
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    for (unsigned i = 0; a && i < a->n; i++) {
+        struct dbpool_conn *c = &a->slots[i];
+        if (get_state(c) != DBPOOL__SLOT_BUSY || !pthread_equal(c->owner, me))
+            continue;
+        set_state(c, DBPOOL__SLOT_CLOSING);
+        P.busy--;
+        pthread_mutex_unlock(&P.mu);
+        dbpool__conn_close(c);
+        unreserve(c, R_SHUTDOWN);
+        pthread_mutex_lock(&P.mu);
+    }
+    pthread_mutex_unlock(&P.mu);
+}
+
 static void wake_all_waiters(void)
 {
     for (struct waiter *w = P.qhead; w; w = w->next)
@@ -943,6 +970,7 @@ int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reaso
     wake_all_waiters();
     pthread_mutex_unlock(&P.mu);
     close_idle_all();
+    close_own_borrowed();
     pthread_mutex_lock(&P.mu);
     struct dbpool__pool_array *a = atomic_load(&P.arr);
     unsigned left = wait_drained(a, grace_ms);

@@ -1,0 +1,377 @@
+/*
+ * test_exit.c - the exit guarantee: whatever way a process using the pool ends, its sessions
+ * end on the server, cleanly (COM_QUIT: no "Aborted connection <id>" line in the server's
+ * error log) wherever the process gets to run code. Each case runs tests/progs/exit_child and
+ * checks the server afterwards.
+ */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_IDS 8
+
+struct child {
+    pid_t pid;
+    char report[256];
+    unsigned long ids[MAX_IDS];
+    int nids;
+    long grandchild;
+};
+
+static char *read_report(const char *path, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[k] = '\0';
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* Wait until the child's report says "ready"; parse its ids. */
+static void wait_ready(struct child *ch)
+{
+    char buf[4096];
+    uint64_t end = tu_now_ms() + 20000;
+    while (!strstr(read_report(ch->report, buf, sizeof buf), "ready\n")) {
+        int st;
+        if (waitpid(ch->pid, &st, WNOHANG) == ch->pid)
+            fail_msg("exit_child died before ready (status 0x%x): %s", st, buf);
+        if (tu_now_ms() > end)
+            fail_msg("exit_child not ready after 20 s: %s", buf);
+        tu_sleep_ms(10);
+    }
+    const char *p = strstr(buf, "ids ");
+    ch->nids = 0;
+    if (p) {
+        p += 4;
+        char *e;
+        while (ch->nids < MAX_IDS && (ch->ids[ch->nids] = strtoul(p, &e, 10)) != 0 && e != p) {
+            ch->nids++;
+            p = e;
+        }
+    }
+    const char *g = strstr(buf, "child ");
+    ch->grandchild = g ? atol(g + 6) : 0;
+    assert_true(ch->nids > 0);
+}
+
+static void start(struct child *ch, const char *mode)
+{
+    static int seq;
+    snprintf(ch->report, sizeof ch->report, "/tmp/dbpool-exit-%ld-%d.txt", (long)getpid(), ++seq);
+    unlink(ch->report);
+    char *argv[] = {"exit_child", (char *)mode, ch->report, NULL};
+    ch->pid = tu_spawn("exit_child", argv);
+    wait_ready(ch);
+}
+
+/* Every session of the child gone within 1 s; none ended uncleanly unless `allow_aborted`. */
+static void assert_sessions_gone(const struct child *ch, int clean_from)
+{
+    const tu_server *s = tu_server_shared();
+    MYSQL *admin = tu_admin(s);
+    uint64_t end = tu_now_ms() + 1000;
+    for (int i = 0; i < ch->nids; i++) {
+        while (tu_session_exists(admin, ch->ids[i]) && tu_now_ms() < end)
+            tu_sleep_ms(10);
+        if (tu_session_exists(admin, ch->ids[i]))
+            fail_msg("session %lu still on the server 1 s after the process ended", ch->ids[i]);
+    }
+    mysql_close(admin);
+    tu_sleep_ms(200); /* let the server write its log */
+    for (int i = clean_from; i < ch->nids; i++) {
+        int n = tu_errlog_aborted(s, ch->ids[i]);
+        if (n < 0)
+            print_message("server error log not readable: clean-close check skipped\n");
+        else if (n > 0)
+            fail_msg("session %lu ended without COM_QUIT (Aborted connection in the log)", ch->ids[i]);
+    }
+    unlink(ch->report);
+}
+
+static void expect_killed_by(struct child *ch, int sig, unsigned ms)
+{
+    int st = tu_wait(ch->pid, ms);
+    if (st == -1)
+        fail_msg("child still alive %u ms after signal %d", ms, sig);
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != sig)
+        fail_msg("child status 0x%x: expected death by signal %d", st, sig);
+}
+
+static void signal_idle(int sig)
+{
+    tu_use_shared();
+    struct child ch;
+    start(&ch, "idle");
+    assert_int_equal(kill(ch.pid, sig), 0);
+    expect_killed_by(&ch, sig, 5000);
+    assert_sessions_gone(&ch, 0);
+}
+
+static void sigterm_idle(void **state) { (void)state; signal_idle(SIGTERM); }
+static void sigint_idle(void **state) { (void)state; signal_idle(SIGINT); }
+static void sighup_idle(void **state) { (void)state; signal_idle(SIGHUP); }
+
+static void sigterm_during_long_query(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_SHUTDOWN_GRACE_MS", "1000", 1);
+    struct child ch;
+    start(&ch, "busy");
+    tu_sleep_ms(300); /* SELECT SLEEP(60) is running */
+    uint64_t t0 = tu_now_ms();
+    kill(ch.pid, SIGTERM);
+    expect_killed_by(&ch, SIGTERM, 5000);
+    uint64_t took = tu_now_ms() - t0;
+    print_message("died %llu ms after SIGTERM (grace 1000 ms)\n", (unsigned long long)took);
+    assert_true(took < 2000); /* grace + 1 s */
+    /* The statement was stopped on the server and the session is gone (a socket shut down
+     * mid-query may be logged as aborted: only presence is checked). */
+    assert_sessions_gone(&ch, ch.nids);
+}
+
+static void end_normally(const char *mode)
+{
+    tu_use_shared();
+    struct child ch;
+    start(&ch, mode);
+    int st = tu_wait(ch.pid, 10000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_sessions_gone(&ch, 0);
+}
+
+static void exit_closes_cleanly(void **state) { (void)state; end_normally("exit"); }
+static void return_from_main_closes_cleanly(void **state) { (void)state; end_normally("return"); }
+static void quick_exit_closes_cleanly(void **state) { (void)state; end_normally("quick_exit"); }
+
+static void exit_while_other_thread_mid_query(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_SHUTDOWN_GRACE_MS", "500", 1);
+    struct child ch;
+    start(&ch, "exit_midquery");
+    int st = tu_wait(ch.pid, 5000); /* no deadlock: grace + kill + a little */
+    assert_true(st != -1);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* no crash */
+    /* ids[0] was idle: closed cleanly; ids[1] was mid-query: shut down, gone. */
+    struct child idle_only = ch;
+    idle_only.nids = 1;
+    assert_sessions_gone(&idle_only, 0);
+    assert_sessions_gone(&ch, ch.nids);
+}
+
+static void underscore_exit_floor(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    struct child ch;
+    start(&ch, "_exit");
+    int st = tu_wait(ch.pid, 5000);
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_sessions_gone(&ch, ch.nids); /* the kernel closes the sockets: gone, not clean */
+}
+
+static void sigkill_floor(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    struct child ch;
+    start(&ch, "idle");
+    kill(ch.pid, SIGKILL);
+    expect_killed_by(&ch, SIGKILL, 5000);
+    assert_sessions_gone(&ch, ch.nids);
+}
+
+static void sigint_ignored_survives(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    struct sigaction ign, old;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &ign, &old); /* inherited across exec, like a background job */
+    struct child ch;
+    start(&ch, "idle");
+    sigaction(SIGINT, &old, NULL);
+    kill(ch.pid, SIGINT);
+    tu_sleep_ms(500);
+    int st;
+    assert_int_equal(waitpid(ch.pid, &st, WNOHANG), 0); /* still alive */
+    MYSQL *admin = tu_admin(tu_server_shared());
+    assert_true(tu_session_exists(admin, ch.ids[0])); /* and its pool untouched */
+    mysql_close(admin);
+    kill(ch.pid, SIGTERM);
+    expect_killed_by(&ch, SIGTERM, 5000);
+    assert_sessions_gone(&ch, 0);
+}
+
+static void app_handler_chained(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    struct child ch;
+    start(&ch, "app_handler");
+    kill(ch.pid, SIGTERM);
+    int st = tu_wait(ch.pid, 5000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0); /* the process lived on */
+    char buf[4096];
+    assert_non_null(strstr(read_report(ch.report, buf, sizeof buf), "alive open=0"));
+    assert_sessions_gone(&ch, 0);
+}
+
+static void second_signal_kills_at_once(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_SHUTDOWN_GRACE_MS", "10000", 1);
+    struct child ch;
+    start(&ch, "busy");
+    tu_sleep_ms(200);
+    uint64_t t0 = tu_now_ms();
+    kill(ch.pid, SIGTERM);
+    tu_sleep_ms(300); /* the keeper is inside the 10 s grace */
+    kill(ch.pid, SIGTERM);
+    expect_killed_by(&ch, SIGTERM, 3000);
+    assert_true(tu_now_ms() - t0 < 2000);
+    assert_sessions_gone(&ch, ch.nids);
+}
+
+/* ---- fork ------------------------------------------------------------------------------------ */
+
+static unsigned long conn_id_via_sql(dbpool_conn *c)
+{
+    MYSQL *m = dbpool_mysql(c);
+    if (!m || mysql_query(m, "SELECT CONNECTION_ID()") != 0)
+        return 0;
+    MYSQL_RES *r = mysql_store_result(m);
+    MYSQL_ROW row = mysql_fetch_row(r);
+    unsigned long id = row ? strtoul(row[0], NULL, 10) : 0;
+    mysql_free_result(r);
+    return id;
+}
+
+static void fork_child_exits(int how)
+{
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "2", 1);
+    dbpool_conn *a, *b;
+    assert_int_equal(dbpool_get(&a), 0);
+    assert_int_equal(dbpool_get(&b), 0);
+    unsigned long ida = dbpool_conn_id(a), idb = dbpool_conn_id(b);
+    dbpool_release(a); /* one idle, one borrowed at fork time */
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (how)
+            exit(0); /* runs the inherited atexit hook */
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    tu_sleep_ms(100);
+    assert_int_equal(conn_id_via_sql(b), idb); /* the borrowed one still works */
+    assert_int_equal(dbpool_get(&a), 0);
+    assert_int_equal(conn_id_via_sql(a), ida); /* the idle one too, same session */
+    dbpool_release(a);
+    dbpool_release(b);
+    dbpool_stats s;
+    dbpool_stats_get(&s);
+    assert_int_equal(s.closed_broken, 0);
+    dbpool_close();
+}
+
+static void fork_child_exit_keeps_parent(void **state) { (void)state; fork_child_exits(1); }
+static void fork_child_underscore_exit_keeps_parent(void **state) { (void)state; fork_child_exits(0); }
+
+static void fork_child_uses_own_connections(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    dbpool_conn *a;
+    assert_int_equal(dbpool_get(&a), 0);
+    unsigned long ida = dbpool_conn_id(a);
+    dbpool_release(a);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dbpool_conn *c;
+        unsigned long id = 0;
+        if (dbpool_get(&c) == 0) {
+            id = conn_id_via_sql(c);
+            dbpool_release(c);
+        }
+        if (write(pfd[1], &id, sizeof id) != sizeof id)
+            _exit(2);
+        exit(id ? 0 : 1);
+    }
+    unsigned long child_id = 0;
+    assert_int_equal(read(pfd[0], &child_id, sizeof child_id), sizeof child_id);
+    int st;
+    waitpid(pid, &st, 0);
+    close(pfd[0]);
+    close(pfd[1]);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(child_id != 0 && child_id != ida);
+    assert_int_equal(dbpool_get(&a), 0);
+    assert_int_equal(conn_id_via_sql(a), ida);
+    dbpool_release(a);
+    /* the child closed its own session cleanly at exit */
+    const tu_server *s = tu_server_shared();
+    MYSQL *admin = tu_admin(s);
+    assert_int_equal(tu_session_exists(admin, child_id), 0);
+    mysql_close(admin);
+    tu_sleep_ms(200);
+    assert_true(tu_errlog_aborted(s, child_id) <= 0);
+    dbpool_close();
+}
+
+static void fork_exec_then_sigkill_leaves_nothing(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    struct child ch;
+    start(&ch, "fork_exec");
+    assert_true(ch.grandchild > 0);
+    kill(ch.pid, SIGKILL);
+    expect_killed_by(&ch, SIGKILL, 5000);
+    /* `sleep 30` still runs, but holds no copy of the socket (FD_CLOEXEC) */
+    assert_int_equal(kill((pid_t)ch.grandchild, 0), 0);
+    assert_sessions_gone(&ch, ch.nids);
+    kill((pid_t)ch.grandchild, SIGKILL);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sigterm_idle),
+        cmocka_unit_test(sigint_idle),
+        cmocka_unit_test(sighup_idle),
+        cmocka_unit_test(sigterm_during_long_query),
+        cmocka_unit_test(exit_closes_cleanly),
+        cmocka_unit_test(return_from_main_closes_cleanly),
+        cmocka_unit_test(quick_exit_closes_cleanly),
+        cmocka_unit_test(exit_while_other_thread_mid_query),
+        cmocka_unit_test(underscore_exit_floor),
+        cmocka_unit_test(sigkill_floor),
+        cmocka_unit_test(sigint_ignored_survives),
+        cmocka_unit_test(app_handler_chained),
+        cmocka_unit_test(second_signal_kills_at_once),
+        cmocka_unit_test(fork_child_exit_keeps_parent),
+        cmocka_unit_test(fork_child_underscore_exit_keeps_parent),
+        cmocka_unit_test(fork_child_uses_own_connections),
+        cmocka_unit_test(fork_exec_then_sigkill_leaves_nothing),
+    };
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
