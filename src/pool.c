@@ -850,48 +850,75 @@ static int lock_timed(unsigned ms)
     return pthread_mutex_timedlock(&P.mu, &ts);
 }
 
-static unsigned borrowed_count(const struct dbpool__pool_array *a)
+static bool occupied(const struct dbpool_conn *c) { return get_state((struct dbpool_conn *)c) != DBPOOL__SLOT_FREE; }
+
+/* Slots not yet FREE; with `pending_only`, those not yet forced either. */
+static unsigned count_slots(const struct dbpool__pool_array *a, bool pending_only)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < a->n; i++)
-        n += get_state((struct dbpool_conn *)&a->slots[i]) != DBPOOL__SLOT_FREE;
+        n += occupied(&a->slots[i]) && !(pending_only && a->slots[i].killed_on_close);
     return n;
 }
 
-/* Under P.mu: wait up to ms for every slot of a to be FREE. */
-static unsigned wait_drained(struct dbpool__pool_array *a, unsigned ms)
+/* Under P.mu: wait up to ms for count_slots(a, pending_only) to reach 0. */
+static unsigned wait_drained(struct dbpool__pool_array *a, unsigned ms, bool pending_only)
 {
     uint64_t dl = dbpool__now_ns() + (uint64_t)ms * 1000000u;
     struct timespec ts = dbpool__ts(dl);
     unsigned left;
-    while ((left = borrowed_count(a)) > 0 && dbpool__now_ns() < dl)
+    while ((left = count_slots(a, pending_only)) > 0 && dbpool__now_ns() < dl)
         pthread_cond_timedwait(&P.drained, &P.mu, &ts);
     return left;
 }
 
-/* Under P.mu: stop what borrowed connections are doing. shutdown() is a local, non-blocking
- * call; doing it under the lock guarantees fd_dup is not closed concurrently (a releaser moves
- * its slot to CLOSING under the lock before closing). */
-static size_t stop_borrowed(struct dbpool__pool_array *a, unsigned long *ids, size_t cap)
+static bool forceable(const struct dbpool_conn *c, bool own_only, pthread_t me)
 {
-    size_t n = 0;
-    for (unsigned i = 0; i < a->n; i++) {
-        struct dbpool_conn *c = &a->slots[i];
-        int s = get_state(c);
-        if ((s == DBPOOL__SLOT_BUSY || s == DBPOOL__SLOT_RETURNING) && c->thread_id && n < cap)
-            ids[n++] = c->thread_id;
-    }
-    return n;
+    int s = get_state((struct dbpool_conn *)c);
+    if ((s != DBPOOL__SLOT_BUSY && s != DBPOOL__SLOT_RETURNING) || c->killed_on_close)
+        return false;
+    return !own_only || (s == DBPOOL__SLOT_BUSY && pthread_equal(c->owner, me));
 }
 
-static void shutdown_borrowed(struct dbpool__pool_array *a)
+/* Under P.mu. End a borrowed session without touching the borrower's MYSQL (it may be in use
+ * by another thread): a raw COM_QUIT on a plain socket lets the server end the session
+ * cleanly once its statement is over; shutdown() makes the borrower's next I/O fail.
+ * Doing this under the lock guarantees fd_dup is not being closed concurrently (a releaser
+ * moves its slot to CLOSING under the lock before closing). Both calls are local and
+ * non-blocking. */
+static void quit_socket(struct dbpool_conn *c)
 {
+    static const unsigned char com_quit[5] = {1, 0, 0, 0, 1};
+    if (c->fd_dup < 0)
+        return;
+    if (!c->tls && send(c->fd_dup, com_quit, sizeof com_quit, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the socket is already gone: nothing more to say on it */
+    }
+    shutdown(c->fd_dup, SHUT_RDWR);
+}
+
+/* Under P.mu (released around the KILL QUERY connection): stop the statements of borrowed
+ * connections (a closed socket does not stop a running statement) and end their sessions.
+ * `own_only`: only those borrowed by the calling thread, which cannot be waited for. */
+static void force_borrowed(struct dbpool__pool_array *a, bool own_only)
+{
+    unsigned long ids[256];
+    size_t n = 0;
+    pthread_t me = pthread_self();
+    for (unsigned i = 0; i < a->n && n < 256; i++)
+        if (forceable(&a->slots[i], own_only, me) && a->slots[i].thread_id)
+            ids[n++] = a->slots[i].thread_id;
+    if (n == 0)
+        return;
+    dbpool__options o = P.opts;
+    pthread_mutex_unlock(&P.mu);
+    dbpool__conn_kill_queries(&o, ids, n);
+    pthread_mutex_lock(&P.mu);
     for (unsigned i = 0; i < a->n; i++) {
         struct dbpool_conn *c = &a->slots[i];
-        int s = get_state(c);
-        if ((s == DBPOOL__SLOT_BUSY || s == DBPOOL__SLOT_RETURNING) && c->fd_dup >= 0) {
+        if (forceable(c, own_only, me)) {
+            quit_socket(c);
             c->killed_on_close = true;
-            shutdown(c->fd_dup, SHUT_RDWR);
         }
     }
 }
@@ -913,46 +940,32 @@ static void close_idle_all(void)
     pthread_mutex_unlock(&P.mu);
 }
 
-/* Connections borrowed by the closing thread itself cannot be in use right now (this thread
- * is here): close them cleanly at once instead of waiting the grace for ourselves. This is
- * what makes exit() and a return from main() with a connection still borrowed end with
- * COM_QUIT. */
-static void close_own_borrowed(void)
-{
-    pthread_t me = pthread_self();
-    pthread_mutex_lock(&P.mu);
-    struct dbpool__pool_array *a = atomic_load(&P.arr);
-    for (unsigned i = 0; a && i < a->n; i++) {
-        struct dbpool_conn *c = &a->slots[i];
-        if (get_state(c) != DBPOOL__SLOT_BUSY || !pthread_equal(c->owner, me))
-            continue;
-        set_state(c, DBPOOL__SLOT_CLOSING);
-        P.busy--;
-        pthread_mutex_unlock(&P.mu);
-        dbpool__conn_close(c);
-        unreserve(c, R_SHUTDOWN);
-        pthread_mutex_lock(&P.mu);
-    }
-    pthread_mutex_unlock(&P.mu);
-}
-
 static void wake_all_waiters(void)
 {
     for (struct waiter *w = P.qhead; w; w = w->next)
         pthread_cond_signal(&w->cv);
 }
 
-/* After the grace: KILL QUERY what still runs, shut the sockets, give borrowers a moment. */
-static unsigned force_borrowed(struct dbpool__pool_array *a)
+/* Under P.mu: forget the array; free it only when no slot can still be used. */
+static dbpool__budget *detach_array(struct dbpool__pool_array *a)
 {
-    unsigned long ids[1024];
-    size_t n = stop_borrowed(a, ids, 1024);
-    dbpool__options o = P.opts;
-    pthread_mutex_unlock(&P.mu);
-    dbpool__conn_kill_queries(&o, ids, n);
-    pthread_mutex_lock(&P.mu);
-    shutdown_borrowed(a);
-    return wait_drained(a, 200);
+    unsigned left = count_slots(a, false);
+    dbpool__budget *b = NULL;
+    if (left) {
+        /* Borrowers still hold slots: keep the array (and its budget); their release closes
+         * the slot there. */
+        a->next = P.retired;
+        P.retired = a;
+        dbpool__log(DBPOOL_LOG_WARN, "pool closed with %u connection(s) still borrowed", left);
+    } else {
+        b = a->budget;
+        free(a);
+    }
+    atomic_store(&P.arr, NULL);
+    P.budget = NULL;
+    P.idle = NULL;
+    P.open = P.nidle = P.busy = 0;
+    return b;
 }
 
 int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reason)
@@ -970,27 +983,14 @@ int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reaso
     wake_all_waiters();
     pthread_mutex_unlock(&P.mu);
     close_idle_all();
-    close_own_borrowed();
     pthread_mutex_lock(&P.mu);
     struct dbpool__pool_array *a = atomic_load(&P.arr);
-    unsigned left = wait_drained(a, grace_ms);
-    if (left)
-        left = force_borrowed(a);
-    dbpool__budget *b = NULL;
-    if (left) {
-        /* Borrowers still hold slots: keep the array (and its budget); their release closes
-         * the slot there. */
-        a->next = P.retired;
-        P.retired = a;
-        dbpool__log(DBPOOL_LOG_WARN, "pool closed with %u connection(s) still borrowed", left);
-    } else {
-        b = a->budget;
-        free(a);
+    force_borrowed(a, true); /* waiting for ourselves would only waste the grace */
+    if (wait_drained(a, grace_ms, true) > 0) {
+        force_borrowed(a, false);
+        wait_drained(a, 200, false); /* let borrowers that got the error release */
     }
-    atomic_store(&P.arr, NULL);
-    P.budget = NULL;
-    P.idle = NULL;
-    P.open = P.nidle = P.busy = 0;
+    dbpool__budget *b = detach_array(a);
     atomic_store(&P.state, POOL_UNINIT);
     pthread_mutex_unlock(&P.mu);
     dbpool__budget_close(b);
