@@ -250,7 +250,11 @@ int dbpool__conn_alive(struct dbpool_conn *c)
 
 int dbpool__conn_ping(struct dbpool_conn *c)
 {
-    if (mysql_ping(c->mysql) == 0)
+    dbpool__sigpipe sp;
+    dbpool__sigpipe_block(&sp, c);
+    int r = mysql_ping(c->mysql);
+    dbpool__sigpipe_restore(&sp);
+    if (r == 0)
         return 0;
     c->discard = true;
     return dbpool__fail_mysql(DBPOOL_ECONNLOST, c->mysql, "ping");
@@ -267,7 +271,18 @@ static int apply_session(struct dbpool_conn *c, const dbpool__options *o)
     return 0;
 }
 
+static int reset_io(struct dbpool_conn *c, const dbpool__options *o, bool full);
+
 int dbpool__conn_reset(struct dbpool_conn *c, const dbpool__options *o, bool full)
+{
+    dbpool__sigpipe sp;
+    dbpool__sigpipe_block(&sp, c);
+    int rc = reset_io(c, o, full);
+    dbpool__sigpipe_restore(&sp);
+    return rc;
+}
+
+static int reset_io(struct dbpool_conn *c, const dbpool__options *o, bool full)
 {
     MYSQL *m = c->mysql;
     /* Results left unread leave the protocol mid-stream: no cheap way back. */
@@ -289,7 +304,10 @@ int dbpool__conn_reset(struct dbpool_conn *c, const dbpool__options *o, bool ful
 void dbpool__conn_close(struct dbpool_conn *c)
 {
     if (c->mysql) {
-        mysql_close(c->mysql); /* sends COM_QUIT when the socket is still open */
+        dbpool__sigpipe sp;
+        dbpool__sigpipe_block(&sp, c);
+        mysql_close(c->mysql); /* sends COM_QUIT (and a TLS close_notify) if still open */
+        dbpool__sigpipe_restore(&sp);
         /* Statements outlive mysql_close as local objects: free them now. */
         dbpool__stmt_cache_clear(c, true);
     }

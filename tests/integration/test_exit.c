@@ -4,7 +4,7 @@
  * error log) wherever the process gets to run code. Each case runs tests/progs/exit_child and
  * checks the server afterwards.
  */
-#include "testutil.h"
+#include "childcheck.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -14,104 +14,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_IDS 8
 
-struct child {
-    pid_t pid;
-    char report[256];
-    unsigned long ids[MAX_IDS];
-    int nids;
-    long grandchild;
-};
-
-static char *read_report(const char *path, char *buf, size_t n)
+static void assert_sessions_gone(cc_child *ch, int clean_from)
 {
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[k] = '\0';
-    if (f)
-        fclose(f);
-    return buf;
-}
-
-/* Wait until the child's report says "ready"; parse its ids. */
-static void wait_ready(struct child *ch)
-{
-    char buf[4096];
-    uint64_t end = tu_now_ms() + 20000;
-    while (!strstr(read_report(ch->report, buf, sizeof buf), "ready\n")) {
-        int st;
-        if (waitpid(ch->pid, &st, WNOHANG) == ch->pid)
-            fail_msg("exit_child died before ready (status 0x%x): %s", st, buf);
-        if (tu_now_ms() > end)
-            fail_msg("exit_child not ready after 20 s: %s", buf);
-        tu_sleep_ms(10);
-    }
-    const char *p = strstr(buf, "ids ");
-    ch->nids = 0;
-    if (p) {
-        p += 4;
-        char *e;
-        while (ch->nids < MAX_IDS && (ch->ids[ch->nids] = strtoul(p, &e, 10)) != 0 && e != p) {
-            ch->nids++;
-            p = e;
-        }
-    }
-    const char *g = strstr(buf, "child ");
-    ch->grandchild = g ? atol(g + 6) : 0;
-    assert_true(ch->nids > 0);
-}
-
-static void start(struct child *ch, const char *mode)
-{
-    static int seq;
-    snprintf(ch->report, sizeof ch->report, "/tmp/dbpool-exit-%ld-%d.txt", (long)getpid(), ++seq);
-    unlink(ch->report);
-    char *argv[] = {"exit_child", (char *)mode, ch->report, NULL};
-    ch->pid = tu_spawn("exit_child", argv);
-    wait_ready(ch);
-}
-
-/* Every session of the child gone within 1 s; none ended uncleanly unless `allow_aborted`. */
-static void assert_sessions_gone(const struct child *ch, int clean_from)
-{
-    const tu_server *s = tu_server_shared();
-    MYSQL *admin = tu_admin(s);
-    uint64_t end = tu_now_ms() + 1000;
-    for (int i = 0; i < ch->nids; i++) {
-        while (tu_session_exists(admin, ch->ids[i]) && tu_now_ms() < end)
-            tu_sleep_ms(10);
-        if (tu_session_exists(admin, ch->ids[i]))
-            fail_msg("session %lu still on the server 1 s after the process ended", ch->ids[i]);
-    }
-    mysql_close(admin);
-    tu_sleep_ms(200); /* let the server write its log */
-    for (int i = clean_from; i < ch->nids; i++) {
-        int n = tu_errlog_aborted(s, ch->ids[i]);
-        if (n < 0)
-            print_message("server error log not readable: clean-close check skipped\n");
-        else if (n > 0)
-            fail_msg("session %lu ended without COM_QUIT (Aborted connection in the log)", ch->ids[i]);
-    }
-    unlink(ch->report);
-}
-
-static void expect_killed_by(struct child *ch, int sig, unsigned ms)
-{
-    int st = tu_wait(ch->pid, ms);
-    if (st == -1)
-        fail_msg("child still alive %u ms after signal %d", ms, sig);
-    if (!WIFSIGNALED(st) || WTERMSIG(st) != sig)
-        fail_msg("child status 0x%x: expected death by signal %d", st, sig);
+    cc_assert_sessions_gone(tu_server_shared(), ch, clean_from);
 }
 
 static void signal_idle(int sig)
 {
     tu_use_shared();
-    struct child ch;
-    start(&ch, "idle");
+    cc_child ch;
+    cc_start(&ch, "idle");
     assert_int_equal(kill(ch.pid, sig), 0);
-    expect_killed_by(&ch, sig, 5000);
+    cc_expect_killed_by(&ch, sig, 5000);
     assert_sessions_gone(&ch, 0);
 }
 
@@ -124,12 +39,12 @@ static void sigterm_during_long_query(void **state)
     (void)state;
     tu_use_shared();
     setenv("DB_SHUTDOWN_GRACE_MS", "1000", 1);
-    struct child ch;
-    start(&ch, "busy");
+    cc_child ch;
+    cc_start(&ch, "busy");
     tu_sleep_ms(300); /* SELECT SLEEP(60) is running */
     uint64_t t0 = tu_now_ms();
     kill(ch.pid, SIGTERM);
-    expect_killed_by(&ch, SIGTERM, 5000);
+    cc_expect_killed_by(&ch, SIGTERM, 5000);
     uint64_t took = tu_now_ms() - t0;
     print_message("died %llu ms after SIGTERM (grace 1000 ms)\n", (unsigned long long)took);
     assert_true(took < 2000); /* grace + 1 s */
@@ -141,8 +56,8 @@ static void sigterm_during_long_query(void **state)
 static void end_normally(const char *mode)
 {
     tu_use_shared();
-    struct child ch;
-    start(&ch, mode);
+    cc_child ch;
+    cc_start(&ch, mode);
     int st = tu_wait(ch.pid, 10000);
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     assert_sessions_gone(&ch, 0);
@@ -157,13 +72,13 @@ static void exit_while_other_thread_mid_query(void **state)
     (void)state;
     tu_use_shared();
     setenv("DB_SHUTDOWN_GRACE_MS", "500", 1);
-    struct child ch;
-    start(&ch, "exit_midquery");
+    cc_child ch;
+    cc_start(&ch, "exit_midquery");
     int st = tu_wait(ch.pid, 5000); /* no deadlock: grace + kill + a little */
     assert_true(st != -1);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* no crash */
     /* ids[0] was idle: closed cleanly; ids[1] was mid-query: shut down, gone. */
-    struct child idle_only = ch;
+    cc_child idle_only = ch;
     idle_only.nids = 1;
     assert_sessions_gone(&idle_only, 0);
     assert_sessions_gone(&ch, ch.nids);
@@ -173,8 +88,8 @@ static void underscore_exit_floor(void **state)
 {
     (void)state;
     tu_use_shared();
-    struct child ch;
-    start(&ch, "_exit");
+    cc_child ch;
+    cc_start(&ch, "_exit");
     int st = tu_wait(ch.pid, 5000);
     assert_true(st != -1 && WIFEXITED(st));
     assert_sessions_gone(&ch, ch.nids); /* the kernel closes the sockets: gone, not clean */
@@ -184,10 +99,10 @@ static void sigkill_floor(void **state)
 {
     (void)state;
     tu_use_shared();
-    struct child ch;
-    start(&ch, "idle");
+    cc_child ch;
+    cc_start(&ch, "idle");
     kill(ch.pid, SIGKILL);
-    expect_killed_by(&ch, SIGKILL, 5000);
+    cc_expect_killed_by(&ch, SIGKILL, 5000);
     assert_sessions_gone(&ch, ch.nids);
 }
 
@@ -199,8 +114,8 @@ static void sigint_ignored_survives(void **state)
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
     sigaction(SIGINT, &ign, &old); /* inherited across exec, like a background job */
-    struct child ch;
-    start(&ch, "idle");
+    cc_child ch;
+    cc_start(&ch, "idle");
     sigaction(SIGINT, &old, NULL);
     kill(ch.pid, SIGINT);
     tu_sleep_ms(500);
@@ -210,7 +125,7 @@ static void sigint_ignored_survives(void **state)
     assert_true(tu_session_exists(admin, ch.ids[0])); /* and its pool untouched */
     mysql_close(admin);
     kill(ch.pid, SIGTERM);
-    expect_killed_by(&ch, SIGTERM, 5000);
+    cc_expect_killed_by(&ch, SIGTERM, 5000);
     assert_sessions_gone(&ch, 0);
 }
 
@@ -218,13 +133,13 @@ static void app_handler_chained(void **state)
 {
     (void)state;
     tu_use_shared();
-    struct child ch;
-    start(&ch, "app_handler");
+    cc_child ch;
+    cc_start(&ch, "app_handler");
     kill(ch.pid, SIGTERM);
     int st = tu_wait(ch.pid, 5000);
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0); /* the process lived on */
     char buf[4096];
-    assert_non_null(strstr(read_report(ch.report, buf, sizeof buf), "alive open=0"));
+    assert_non_null(strstr(cc_report(&ch, buf, sizeof buf), "alive open=0"));
     assert_sessions_gone(&ch, 0);
 }
 
@@ -233,14 +148,14 @@ static void second_signal_kills_at_once(void **state)
     (void)state;
     tu_use_shared();
     setenv("DB_SHUTDOWN_GRACE_MS", "10000", 1);
-    struct child ch;
-    start(&ch, "busy");
+    cc_child ch;
+    cc_start(&ch, "busy");
     tu_sleep_ms(200);
     uint64_t t0 = tu_now_ms();
     kill(ch.pid, SIGTERM);
     tu_sleep_ms(300); /* the keeper is inside the 10 s grace */
     kill(ch.pid, SIGTERM);
-    expect_killed_by(&ch, SIGTERM, 3000);
+    cc_expect_killed_by(&ch, SIGTERM, 3000);
     assert_true(tu_now_ms() - t0 < 2000); /* not the 10 s grace */
     /* Dying at once is the floor: the kernel closes the socket, but the server only notices
      * when the running SLEEP(60) ends. End it here so later tests see a clean server. */
@@ -345,11 +260,11 @@ static void fork_exec_then_sigkill_leaves_nothing(void **state)
 {
     (void)state;
     tu_use_shared();
-    struct child ch;
-    start(&ch, "fork_exec");
+    cc_child ch;
+    cc_start(&ch, "fork_exec");
     assert_true(ch.grandchild > 0);
     kill(ch.pid, SIGKILL);
-    expect_killed_by(&ch, SIGKILL, 5000);
+    cc_expect_killed_by(&ch, SIGKILL, 5000);
     /* `sleep 30` still runs, but holds no copy of the socket (FD_CLOEXEC) */
     assert_int_equal(kill((pid_t)ch.grandchild, 0), 0);
     assert_sessions_gone(&ch, ch.nids);
