@@ -72,9 +72,9 @@ enum {
 #define UINT(n, f, lo, hi) {n, K_UINT, FIELD(f), 0, lo, hi}
 #define BOOL(n, f) {n, K_BOOL, FIELD(f), 0, 0, 0}
 
-/* Ranges: the bounds are what the code below them can honour (Connector/C counts network
- * timeouts in whole seconds, hence 1000 ms minimums), not taste; .env.example says why each
- * default is what it is. */
+/* Ranges reject what can only be a mistake (a limit of 0, a 70-year timeout); the 1000 ms
+ * minimums exist because Connector/C counts network timeouts in whole seconds. .env.example says
+ * why each default is what it is. */
 static const struct keydef keys[NKEYS] = {
     [I_HOST] = STR("DB_HOST", host),
     [I_PORT] = UINT("DB_PORT", port, 1, 65535),
@@ -128,7 +128,7 @@ void dbpool__config_defaults(dbpool__options *o)
     o->idle_timeout_ms = 60000;
     o->max_lifetime_ms = 1800000;
     o->validate_after_ms = 5000;
-    o->reset_on_release = true;
+    o->reset_on_release = false;
     o->leak_threshold_ms = 60000;
     o->connect_timeout_ms = 5000;
     o->read_timeout_ms = 30000;
@@ -748,9 +748,14 @@ static int check_wait_timeout(const struct load *ld)
     const dbpool__options *o = ld->o;
     unsigned long long wait_ms = (unsigned long long)o->session_wait_timeout_s * 1000u;
     char a[WHERE_MAX + 64], b[WHERE_MAX + 64];
-    int other = wait_ms == 0 ? -1 : wait_ms <= o->idle_timeout_ms ? I_IDLE
-                : (o->max_lifetime_ms && wait_ms <= o->max_lifetime_ms) ? I_LIFETIME : -1;
-    if (other < 0)
+    int other;
+    if (wait_ms == 0)
+        return 0;
+    if (wait_ms <= o->idle_timeout_ms)
+        other = I_IDLE;
+    else if (o->max_lifetime_ms && wait_ms <= o->max_lifetime_ms)
+        other = I_LIFETIME;
+    else
         return 0;
     return dbpool__fail(DBPOOL_ECONFIG, "%s must exceed %s: the server would end idle pooled "
                         "sessions first (use 0 to keep the server's wait_timeout)",

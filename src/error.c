@@ -54,7 +54,7 @@ void dbpool__clear_error(void)
     err_server = 0;
 }
 
-static int vfail(int code, unsigned server_errno, const char *fmt, va_list ap)
+DBPOOL_PRINTF(3, 0) static int vfail(int code, unsigned server_errno, const char *fmt, va_list ap)
 {
     int n = snprintf(err_text, sizeof err_text, "%s: ", dbpool_errname(code));
     if (n < 0 || (size_t)n >= sizeof err_text)

@@ -23,6 +23,7 @@ struct rec {
 };
 
 static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local bool am_keeper; /* lock-free: keeper_stop holds kmu while joining */
 static pthread_t ktid;
 static bool krunning;
 /* Read by signal handlers: plain ints written before the handlers are installed. */
@@ -39,6 +40,7 @@ static void handle(const struct rec *r, bool *stop)
 static void *keeper_main(void *arg)
 {
     (void)arg;
+    am_keeper = true;
     bool stop = false;
     while (!stop) {
         unsigned ms = dbpool__pool_housekeep();
@@ -111,13 +113,7 @@ void dbpool__keeper_stop(void)
 
 int dbpool__keeper_signal_fd(void) { return pipe_w; }
 
-bool dbpool__keeper_is_self(void)
-{
-    pthread_mutex_lock(&kmu);
-    bool self = krunning && pthread_equal(pthread_self(), ktid);
-    pthread_mutex_unlock(&kmu);
-    return self;
-}
+bool dbpool__keeper_is_self(void) { return am_keeper; }
 
 /* The child has no keeper thread: the inherited pipe belongs to the parent's keeper, so close
  * our copies (a signal to the child must never reach the parent's thread). */

@@ -32,10 +32,12 @@
 #define STARVE_NS 1000000ull         /* a waiter older than 1 ms gets direct hand-off */
 #define BYPASS_NS 250000000ull       /* reused within 250 ms: no liveness syscall */
 #define BACKOFF_MIN_MS 10u
-#define BACKOFF_MAX_MS 1000u
+#define BACKOFF_MAX_MS 500u /* worst-case recovery after an outage = this + a handshake: < 1 s */
 
 enum pool_state { POOL_UNINIT = 0, POOL_RUNNING, POOL_CLOSING };
-enum close_reason { R_IDLE, R_LIFETIME, R_BROKEN, R_RESET, R_SHUTDOWN };
+/* R_NOT_OPENED: a reservation whose connect failed. No connection was created, so none is
+ * counted as closed (created - closed = open holds). */
+enum close_reason { R_IDLE, R_LIFETIME, R_BROKEN, R_RESET, R_SHUTDOWN, R_NOT_OPENED };
 
 struct dbpool__pool_array {
     struct dbpool__pool_array *next; /* retired list */
@@ -148,7 +150,8 @@ static void slot_freed(struct dbpool_conn *c, int reason)
     set_state(c, DBPOOL__SLOT_FREE);
     if (c->arr == atomic_load(&P.arr)) { /* a retired slot is no longer counted */
         P.open--;
-        P.st.closed[reason]++;
+        if (reason != R_NOT_OPENED)
+            P.st.closed[reason]++;
         wake_head();
     }
     if (atomic_load(&P.state) != POOL_RUNNING)
@@ -372,7 +375,7 @@ static int finish_open(struct dbpool_conn *c, struct getctx *g)
 {
     int rc = open_reserved(c, g);
     if (rc != 0) {
-        unreserve(c, R_BROKEN);
+        unreserve(c, R_NOT_OPENED);
         return rc;
     }
     set_expiry(c);
@@ -1003,6 +1006,9 @@ void dbpool_close(void)
         return; /* the keeper closes through dbpool__pool_shutdown itself */
     pthread_mutex_lock(&init_mu);
     dbpool__pool_shutdown(P.opts.shutdown_grace_ms, 0, R_SHUTDOWN);
+    /* With no pool, signals behave as if the library were not there (the handler finds no
+     * keeper and chains); the next start starts the keeper again. */
+    dbpool__keeper_stop();
     pthread_mutex_unlock(&init_mu);
 }
 
