@@ -125,13 +125,14 @@ static void set_timeouts(MYSQL *m, const dbpool__options *o)
         mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &t);
 }
 
-static void set_attrs(MYSQL *m)
+static void set_attrs(MYSQL *m, const dbpool__options *o)
 {
     extern char *program_invocation_short_name;
     char pid[24];
     snprintf(pid, sizeof pid, "%ld", (long)getpid());
     mysql_optionsv(m, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", program_invocation_short_name);
     mysql_optionsv(m, MYSQL_OPT_CONNECT_ATTR_ADD, "dbpool_pid", pid);
+    mysql_optionsv(m, MYSQL_OPT_CONNECT_ATTR_ADD, "dbpool_pool_id", o->pool_id);
     mysql_optionsv(m, MYSQL_OPT_CONNECT_ATTR_ADD, "dbpool_version", DBPOOL_VERSION_STRING);
 }
 
@@ -166,7 +167,7 @@ static MYSQL *prepare_handle(const dbpool__options *o)
         mysql_optionsv(m, MYSQL_OPT_PROTOCOL, &p);
     }
     set_timeouts(m, o);
-    set_attrs(m);
+    set_attrs(m, o);
     set_tls(m, o);
     if (o->session_wait_timeout_s) {
         char init[64];

@@ -72,6 +72,8 @@ typedef struct dbpool__options {
     unsigned host_budget;          /* 0 = off */
     char budget_dir[DBPOOL__PATH_MAX];
     int log_level;                 /* enum dbpool_log_level */
+    /* set by the pool at start: "<pid>-<n>", sent as the dbpool_pool_id connection attribute */
+    char pool_id[32];
     /* where the file came from, for messages */
     char env_file[DBPOOL__PATH_MAX];
 } dbpool__options;

@@ -203,6 +203,8 @@ static int start_locked(const char *env_file)
     if (rc != 0)
         return rc;
     dbpool__set_log_level(o.log_level);
+    static unsigned starts;
+    snprintf(o.pool_id, sizeof o.pool_id, "%ld-%u", (long)getpid(), ++starts);
     dbpool__budget *b = NULL;
     if (o.host_budget && (rc = dbpool__budget_open(&b, &o)) != 0)
         return rc;
