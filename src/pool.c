@@ -817,8 +817,10 @@ unsigned dbpool__pool_housekeep(void)
 {
     struct dbpool_conn *victims[64];
     int reasons[64];
-    uint64_t now = dbpool__now_ns(), next = now + 1000000000ull;
     pthread_mutex_lock(&P.mu);
+    /* The clock is read under the lock: a get or release stamping its time meanwhile would
+     * otherwise be "in the future" and make the differences below wrap. */
+    uint64_t now = dbpool__now_ns(), next = now + 1000000000ull;
     if (atomic_load(&P.state) != POOL_RUNNING) {
         pthread_mutex_unlock(&P.mu);
         return 1000;
