@@ -302,6 +302,27 @@ static int reset_io(struct dbpool_conn *c, const dbpool__options *o, bool full)
     return 0;
 }
 
+/* After COM_QUIT, wait (bounded) until the server closes its end: it does so when it has ended
+ * the session, so a pool or host-budget slot given back after this is not reused while the
+ * server still counts the old session. Our F_DUPFD copy keeps the socket open after mysql_close(). */
+static void await_server_close(int fd, int ms)
+{
+    uint64_t end = dbpool__now_ns() + (uint64_t)ms * 1000000u;
+    for (;;) {
+        char buf[256];
+        ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return;
+        if (r > 0)
+            continue;
+        uint64_t now = dbpool__now_ns();
+        if (now >= end)
+            return;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, (int)((end - now) / 1000000u) + 1);
+    }
+}
+
 void dbpool__conn_close(struct dbpool_conn *c)
 {
     if (c->mysql) {
@@ -312,8 +333,12 @@ void dbpool__conn_close(struct dbpool_conn *c)
         /* Statements outlive mysql_close as local objects: free them now. */
         dbpool__stmt_cache_clear(c, true);
     }
-    if (c->fd_dup >= 0)
+    if (c->fd_dup >= 0) {
+        /* Whether or not a budget slot is held: the limit counts sessions until the server
+         * has ended them. ~0.1 ms normally; bounded for a frozen server. */
+        await_server_close(c->fd_dup, 100);
         close(c->fd_dup);
+    }
     c->mysql = NULL;
     c->fd_dup = -1;
     c->thread_id = 0;

@@ -26,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define STARVE_NS 1000000ull         /* a waiter older than 1 ms gets direct hand-off */
@@ -44,6 +46,18 @@ struct dbpool__pool_array {
     dbpool__budget *budget;          /* host budget the slots' budget_slot refer to */
     unsigned n;
     struct dbpool_conn slots[];
+};
+
+/* A thread that reserved a slot and waits for a host-budget slot before connecting. `stop` is the
+ * budget wait's cancel word: BW_IDLE when a connection of this process became idle (give the
+ * reservation back and take that one: otherwise a process whose threads all wait for the budget
+ * would sit on idle connections that hold the budget), BW_CLOSING when the pool closes. Listed
+ * under P.mu in P.bwait. */
+enum { BW_WAITING = 0, BW_IDLE = 1, BW_CLOSING = 2 };
+struct bwaiter {
+    struct bwaiter *next;
+    int stop;
+    bool linked;
 };
 
 struct waiter {
@@ -65,7 +79,7 @@ static struct pool {
     struct waiter *qhead, *qtail;
     pthread_cond_t drained; /* signalled when a slot becomes FREE while closing */
     dbpool__budget *budget;
-    int cancel;     /* non-zero while closing: budget waits give up */
+    struct bwaiter *bwait; /* threads waiting for the host budget */
     unsigned epoch; /* incremented by every close */
     struct {
         uint64_t gets, waits, wait_ns_total, wait_ns_max, timeouts, queue_full, created;
@@ -124,6 +138,13 @@ static struct dbpool_conn *pop_idle(void)
     return c;
 }
 
+static void bwake(struct bwaiter *w, int why)
+{
+    w->linked = false;
+    __atomic_store_n(&w->stop, why, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &w->stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 static void push_idle(struct dbpool_conn *c, uint64_t now)
 {
     c->last_used_ns = now;
@@ -131,6 +152,11 @@ static void push_idle(struct dbpool_conn *c, uint64_t now)
     P.idle = c;
     P.nidle++;
     set_state(c, DBPOOL__SLOT_IDLE);
+    struct bwaiter *w = P.bwait; /* one idle connection: one budget waiter tries it */
+    if (w) {
+        P.bwait = w->next;
+        bwake(w, BW_IDLE);
+    }
 }
 
 static void mark_borrowed(struct dbpool_conn *c, const char *file, int line, uint64_t now)
@@ -223,7 +249,7 @@ static int start_locked(const char *env_file)
     P.opts = o;
     P.budget = b;
     atomic_store(&P.arr, a);
-    P.cancel = 0;
+    P.bwait = NULL;
     P.open = P.nidle = P.busy = P.peak = 0;
     memset(&P.st, 0, sizeof P.st);
     atomic_store(&P.state, POOL_RUNNING);
@@ -342,14 +368,49 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
+/* Take a host-budget slot for reserved slot c. Returns 0, a DBPOOL_E* code, or 1 when a
+ * connection of this process became idle meanwhile (the caller gives the reservation back and
+ * takes that one). */
+static int take_budget(struct dbpool_conn *c, const struct getctx *g)
+{
+    struct bwaiter w = {.stop = BW_WAITING};
+    pthread_mutex_lock(&P.mu);
+    if (atomic_load(&P.state) != POOL_RUNNING)
+        w.stop = BW_CLOSING;
+    else if (P.nidle)
+        w.stop = BW_IDLE;
+    else {
+        w.next = P.bwait;
+        P.bwait = &w;
+        w.linked = true;
+    }
+    pthread_mutex_unlock(&P.mu);
+    int rc = DBPOOL_ECLOSED;
+    if (w.stop == BW_WAITING)
+        rc = dbpool__budget_acquire(P.budget, g->deadline, &w.stop, &c->budget_slot);
+    pthread_mutex_lock(&P.mu);
+    for (struct bwaiter **pp = &P.bwait; w.linked && *pp; pp = &(*pp)->next)
+        if (*pp == &w) {
+            *pp = w.next;
+            w.linked = false;
+        }
+    pthread_mutex_unlock(&P.mu);
+    if (rc == 0)
+        return 0;
+    c->budget_slot = -1;
+    if (rc == DBPOOL_ECLOSED && __atomic_load_n(&w.stop, __ATOMIC_ACQUIRE) == BW_IDLE)
+        return 1;
+    if (rc == DBPOOL_ECLOSED)
+        return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while waiting for the host budget");
+    return rc;
+}
+
 /* Connect a reserved slot, retrying transient errors with capped backoff inside the deadline. */
 static int open_reserved(struct dbpool_conn *c, const struct getctx *g)
 {
     int rc = 0, cls = 0;
-    if (P.budget && (rc = dbpool__budget_acquire(P.budget, g->deadline, &P.cancel, &c->budget_slot)) != 0) {
-        c->budget_slot = -1;
+    if (P.budget && (rc = take_budget(c, g)) != 0)
         return rc;
-    }
     for (unsigned attempt = 0;; attempt++) {
         rc = dbpool__conn_open(c, &P.opts, &cls);
         if (rc == 0 || cls != DBPOOL__ERR_TRANSIENT)
@@ -520,7 +581,9 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
         if (r < 0)
             return r;
         if (r == TAKE_OPEN) {
-            if ((rc = finish_open(c, &g)) != 0)
+            if ((rc = finish_open(c, &g)) > 0)
+                continue; /* an idle connection appeared while waiting for the budget */
+            if (rc != 0)
                 return rc;
         } else if (r == TAKE_CHECK) {
             if (!check_idle(c, dbpool__now_ns())) {
@@ -986,7 +1049,11 @@ int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reaso
     }
     atomic_store(&P.state, POOL_CLOSING);
     P.epoch++;
-    __atomic_store_n(&P.cancel, 1, __ATOMIC_RELEASE);
+    for (struct bwaiter *w = P.bwait, *next; w; w = next) {
+        next = w->next;
+        bwake(w, BW_CLOSING);
+    }
+    P.bwait = NULL;
     wake_all_waiters();
     pthread_mutex_unlock(&P.mu);
     close_idle_all();
@@ -1061,6 +1128,7 @@ void dbpool__pool_atfork_child(void)
     P.idle = NULL;
     P.open = P.nidle = P.busy = P.waiting = 0;
     P.qhead = P.qtail = NULL;
+    P.bwait = NULL; /* threads of the parent */
     atomic_store(&P.state, POOL_UNINIT);
     __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&P.mu);

@@ -366,9 +366,8 @@ static void no_permission_is_econfig(void **state)
     int rc = open_as_nobody(dir, err, sizeof err);
     if (rc == 77) {
         remove_base();
-        fprintf(stderr, "SKIP: running as root and setuid(65534) failed, so a permission error "
-                        "cannot be provoked\n");
-        exit(77);
+        tu_skip("running as root and setuid(65534) failed, so a permission error cannot be "
+                "provoked");
     }
     print_message("existing dir, no access: %s\n", err);
     assert_int_equal(rc, 0);
@@ -418,10 +417,8 @@ static void symlink_world_writable_relative_refused(void **state)
 static void foreign_owner_refused_unless_group_shared(void **state)
 {
     (void)state;
-    if (geteuid() != 0) {
-        fprintf(stderr, "SKIP: needs root to give a directory to another user\n");
-        exit(77);
-    }
+    if (geteuid() != 0)
+        tu_skip("needs root to give a directory to another user");
     make_base();
     char dir[PATH_MAX];
     path_in(dir, sizeof dir, "theirs");
