@@ -46,32 +46,45 @@ const tu_server *tu_server_shared(void);
 /* Point the library at `s` as the application user: clears every DB_* and DBPOOL_* variable
  * of the environment, sets DB_HOST/DB_PORT/DB_USER/DB_PASSWORD/DB_NAME (TCP on 127.0.0.1),
  * DBPOOL_ENV_FILE to an empty temporary file (so a stray ./.env never interferes),
- * DB_LOG_LEVEL=warn. Tests then setenv() the pool keys they want before the first get. */
+ * DB_LOG_LEVEL=warn. Tests then setenv() the pool keys they want before the first get.
+ * (The harness's own DBPOOL_TEST_* and DBPOOL_FIXTURE_SCRIPT variables are kept.) */
 void tu_use_server(const tu_server *s);
 /* Shortcut: tu_use_server(tu_server_shared()). */
 void tu_use_shared(void);
 
 /* A new admin connection to `s` (fails the test if it cannot connect). Close with mysql_close. */
 MYSQL *tu_admin(const tu_server *s);
+/* A new connection as the application user to `s` (TCP, database selected), for raw
+ * Connector/C checks without the pool. Fails the test if it cannot connect. */
+MYSQL *tu_app(const tu_server *s);
 /* Run a statement on `m`, failing the test on error. */
 void tu_exec(MYSQL *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* First column of the first row as an integer (-1 on SQL NULL / no row); fails the test on
  * error. */
 long long tu_scalar(MYSQL *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Sessions of `user` in information_schema.PROCESSLIST, excluding the admin's own. */
+/* Sessions of `user` in the server's process list, excluding the admin's own. (Read with SHOW
+ * PROCESSLIST: polling information_schema.PROCESSLIST while sessions come and go crashes
+ * MariaDB 10.11.19 - SIGSEGV in ha_maria::drop_table - so tests should not poll it either.) */
 long tu_count_sessions(MYSQL *admin, const char *user);
 /* 1 if a session with this id is in PROCESSLIST. */
 int tu_session_exists(MYSQL *admin, unsigned long id);
 /* Wait up to `ms` for tu_count_sessions(admin, user) to equal `want`; returns the last count. */
 long tu_wait_sessions(MYSQL *admin, const char *user, long want, unsigned ms);
 /* Number of "Aborted connection <id> " lines for this id in the server error log (-1 if the
- * log cannot be read). */
+ * log cannot be read). Counts only lines since the server's last start (thread ids start again
+ * at every start). The server writes the line when it notices the disconnect: to prove a line
+ * appears use tu_errlog_wait_aborted(); to prove none does, wait a moment first. */
 int tu_errlog_aborted(const tu_server *s, unsigned long id);
+/* Wait up to `ms` for tu_errlog_aborted(s, id) to become non-zero; returns the last value. */
+int tu_errlog_wait_aborted(const tu_server *s, unsigned long id, unsigned ms);
 /* SHOW GLOBAL STATUS value. */
 long long tu_global_status(MYSQL *admin, const char *name);
 
 /* A private server instance (for restart, freeze, reconfigure tests), through the fixture
- * script. Same users and database as the shared one. Fails the test if it cannot start. */
+ * script. Same users and database as the shared one. Fails the test if it cannot start.
+ * Extra mariadbd options (TLS, ...): setenv("DBPOOL_TEST_SERVER_ARGS", "--opt=x --opt2", 1)
+ * before the start; they are kept across restarts. An instance still running when the test
+ * process exits (or dies) is destroyed automatically. */
 void tu_private_start(tu_server *s);
 void tu_private_stop(tu_server *s);     /* SIGTERM, wait; keeps the data directory */
 void tu_private_restart(tu_server *s);  /* stop, start again on the same port */
@@ -86,6 +99,10 @@ pid_t tu_spawn(const char *prog, char *const argv[]);
 int tu_wait(pid_t pid, unsigned ms);
 /* Path of a helper program. */
 const char *tu_prog_path(const char *prog, char *buf, size_t n);
+
+/* Skip the current test: print the reason and exit(77) (ctest reports it as skipped). One
+ * test case per process, so this ends only this case. */
+void tu_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* Monotonic milliseconds. */
 uint64_t tu_now_ms(void);
