@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,8 +24,11 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int once_rc;
 static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sigaction prev[NHOOKED];
-static volatile sig_atomic_t installed[NHOOKED];
-static volatile sig_atomic_t in_cleanup;
+/* Shared between handlers (any thread) and the keeper thread: lock-free atomics, which are
+ * async-signal-safe, rather than volatile sig_atomic_t, which is not enough across threads. */
+static atomic_int installed[NHOOKED];
+static atomic_int in_cleanup;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free in a signal handler");
 
 static int slot_of(int sig)
 {
@@ -50,7 +54,7 @@ static void on_exit_hook(void)
 
 static void fork_child(void)
 {
-    in_cleanup = 0;
+    atomic_store(&in_cleanup, 0);
     dbpool__keeper_atfork_child();
     dbpool__pool_atfork_child();
 }
@@ -102,10 +106,10 @@ static void on_signal(int sig, siginfo_t *info, void *uctx)
 {
     int saved = errno;
     int i = slot_of(sig);
-    if (in_cleanup) {
+    if (atomic_load(&in_cleanup)) {
         die_now(sig); /* a second signal during clean-up: die at once */
     } else if (dbpool__keeper_post_signal(info) == 0) {
-        in_cleanup = 1;
+        atomic_store(&in_cleanup, 1);
     } else if (i >= 0) {
         chain(i, sig, info, uctx); /* no keeper (e.g. in a fork child): as before us */
     }
@@ -127,7 +131,7 @@ static int install_one(size_t i)
     prev[i] = old;
     if (sigaction(hooked[i], &sa, NULL) != 0)
         return dbpool__fail(DBPOOL_ESYS, "sigaction(%d): %s", hooked[i], strerror(errno));
-    installed[i] = 1;
+    atomic_store(&installed[i], 1);
     return 0;
 }
 
@@ -136,7 +140,7 @@ int dbpool__hooks_install_signals(void)
     int rc = 0;
     pthread_mutex_lock(&sig_mu);
     for (size_t i = 0; i < NHOOKED && rc == 0; i++)
-        if (!installed[i])
+        if (!atomic_load(&installed[i]))
             rc = install_one(i);
     pthread_mutex_unlock(&sig_mu);
     return rc;
@@ -155,13 +159,13 @@ void dbpool__hooks_on_signal(const siginfo_t *info)
     if (!(p->sa_flags & SA_SIGINFO) && p->sa_handler == SIG_DFL) {
         pthread_mutex_lock(&sig_mu);
         sigaction(sig, p, NULL);
-        installed[i] = 0;
+        atomic_store(&installed[i], 0);
         pthread_mutex_unlock(&sig_mu);
         kill(getpid(), sig); /* process-directed: delivered to a thread that does not block it */
         return;
     }
     siginfo_t copy = *info;
-    in_cleanup = 0;
+    atomic_store(&in_cleanup, 0);
     chain(i, sig, &copy, NULL);
 }
 

@@ -393,6 +393,7 @@ static int take_budget(struct dbpool_conn *c, const struct getctx *g)
         if (*pp == &w) {
             *pp = w.next;
             w.linked = false;
+            break;
         }
     pthread_mutex_unlock(&P.mu);
     if (rc == 0)

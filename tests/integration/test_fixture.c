@@ -204,6 +204,7 @@ static void use_server_sets_environment(void **state)
     assert_int_equal(st.st_size, 0);
     assert_int_equal(st.st_mode & 0077, 0);
     assert_true(tu_scaled(10) >= 1);
+    assert_true(tu_slack_ms(1000) >= 1000);
     assert_true(tu_count_fds() >= 3);
     assert_true(tu_rss_kb() > 0);
 }

@@ -96,6 +96,7 @@ struct contention {
     int errors;
     int first_error;
     pthread_mutex_t mu;
+    pthread_barrier_t gate; /* all workers start together: no head start for early threads */
 };
 
 struct worker_arg {
@@ -107,6 +108,7 @@ static void *contention_worker(void *p)
 {
     struct worker_arg *a = p;
     struct contention *ct = a->ct;
+    pthread_barrier_wait(&ct->gate);
     while (!atomic_load(&ct->stop)) {
         dbpool_conn *c;
         int rc = dbpool_get(&c);
@@ -152,6 +154,7 @@ static void limit_under_contention(void **state)
     static struct contention ct;
     memset(&ct, 0, sizeof ct);
     pthread_mutex_init(&ct.mu, NULL);
+    pthread_barrier_init(&ct.gate, NULL, THREADS);
     ct.target = (long)tu_scaled(THREADS * 1000);
     pthread_t th[THREADS], mon;
     struct worker_arg args[THREADS];
@@ -163,6 +166,7 @@ static void limit_under_contention(void **state)
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
     pthread_join(mon, NULL);
+    pthread_barrier_destroy(&ct.gate);
     if (ct.errors)
         fail_msg("%d errors, first %d: %s", ct.errors, ct.first_error, dbpool_strerror(ct.first_error));
     assert_true(ct.max_seen <= LIMIT);
@@ -765,7 +769,11 @@ static void soak_with_kills(void **state)
     int fds_end = tu_count_fds() - 2 * (int)s.open;
     print_message("fds (less connections) %d -> %d, rss %ld -> %ld KiB\n", fds, fds_end, rss, tu_rss_kb());
     assert_int_equal(fds_end, fds);
+#if defined(__SANITIZE_ADDRESS__)
+    print_message("RSS not compared: ASan keeps freed memory in quarantine\n");
+#else
     assert_true(tu_rss_kb() - rss < 2048);
+#endif
     assert_int_equal(s.created - (s.closed_idle + s.closed_lifetime + s.closed_broken + s.closed_reset + s.closed_shutdown), s.open);
     assert_true(s.closed_broken >= cycles / 1000);
     dbpool_close();

@@ -358,7 +358,7 @@ MYSQL *tu_app(const tu_server *s)
     return connect_as(s, s->user, s->password, s->db, "application user");
 }
 
-static char *format_sql(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static char *format_sql(const char *fmt, va_list ap)
 {
     char *sql = NULL;
     if (vasprintf(&sql, fmt, ap) < 0)
@@ -817,6 +817,41 @@ unsigned tu_scaled(unsigned n)
     }
     double r = (double)n * scale;
     return r < 1.0 ? 1u : (r > (double)UINT_MAX ? UINT_MAX : (unsigned)r);
+}
+
+/* How much slower this process runs than a plain build: valgrind is detected through its
+ * preload library, the sanitizers at compile time (this file is built with the same flags). */
+static unsigned time_factor(void)
+{
+    const char *v = getenv("DBPOOL_TEST_TIME_FACTOR");
+    const char *pre = getenv("LD_PRELOAD");
+    if (v && *v && atoi(v) > 0)
+        return (unsigned)atoi(v);
+    if (pre && strstr(pre, "vgpreload"))
+        return 10;
+#if defined(__SANITIZE_THREAD__)
+    return 3;
+#elif defined(__SANITIZE_ADDRESS__)
+    return 2;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    return 3;
+#elif __has_feature(address_sanitizer)
+    return 2;
+#else
+    return 1;
+#endif
+#else
+    return 1;
+#endif
+}
+
+unsigned tu_slack_ms(unsigned ms)
+{
+    static unsigned factor;
+    if (!factor)
+        factor = time_factor();
+    return ms > UINT_MAX / factor ? UINT_MAX : ms * factor;
 }
 
 int tu_count_fds(void)

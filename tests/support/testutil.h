@@ -110,6 +110,10 @@ void tu_sleep_ms(unsigned ms);
 /* Work scale for long tests: 1.0 normally, smaller under valgrind/sanitizers
  * ($DBPOOL_TEST_SCALE). Returns max(1, n * scale). */
 unsigned tu_scaled(unsigned n);
+/* A time bound for a timing assertion ("fails within 3 s"): `ms` times how much slower this
+ * build runs: 10 under valgrind, 3 under TSan, 2 under ASan, else 1; $DBPOOL_TEST_TIME_FACTOR
+ * overrides. Use it for upper bounds only (a lower bound, "waited at least 1 s", stays as is). */
+unsigned tu_slack_ms(unsigned ms);
 /* Number of open file descriptors of this process. */
 int tu_count_fds(void);
 /* Resident set size in KiB. */
