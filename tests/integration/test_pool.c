@@ -440,7 +440,7 @@ static void acquire_timeout_names_holders(void **state)
     uint64_t took = tu_now_ms() - t0;
     assert_int_equal(rc, DBPOOL_ETIMEDOUT);
     assert_null(d);
-    assert_true(took >= 290 && took < 1500);
+    assert_true(took >= 290 && took < tu_slack_ms(1500));
     const char *msg = dbpool_last_error();
     assert_non_null(strstr(msg, "limit 1"));
     assert_non_null(strstr(msg, "test_pool.c:"));
@@ -480,7 +480,7 @@ static void queue_limit_rejects(void **state)
     } while (s.waiting < 1);
     uint64_t t0 = tu_now_ms();
     assert_int_equal(dbpool_get(&d), DBPOOL_EQUEUEFULL);
-    assert_true(tu_now_ms() - t0 < 100); /* at once, not after the timeout */
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(100)); /* at once, not after the timeout */
     dbpool_release(c);
     pthread_join(t, NULL);
     assert_int_equal(wrc, 0);
@@ -522,7 +522,7 @@ static void close_wakes_waiters(void **state)
     uint64_t t0 = tu_now_ms();
     for (int i = 0; i < N; i++)
         pthread_join(t[i], NULL);
-    assert_true(tu_now_ms() - t0 < 2000); /* woken by the close, not by the timeout */
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(2000)); /* woken by the close, not by the timeout */
     for (int i = 0; i < N; i++)
         assert_int_equal(rcs[i], DBPOOL_ECLOSED);
     dbpool_release(c); /* the borrower finishes: the close completes */
@@ -624,7 +624,7 @@ static void server_down_bounded(void **state)
     uint64_t took = tu_now_ms() - t0;
     assert_int_equal(rc, DBPOOL_ECONNECT);
     assert_null(c);
-    assert_true(took < 2500);
+    assert_true(took < tu_slack_ms(2500));
     assert_non_null(strstr(dbpool_last_error(), "2003") ? dbpool_last_error() : strstr(dbpool_last_error(), "2002"));
     dbpool_stats s;
     dbpool_stats_get(&s);
@@ -643,7 +643,7 @@ static void access_denied_fails_fast(void **state)
     dbpool_conn *c;
     uint64_t t0 = tu_now_ms();
     assert_int_equal(dbpool_get(&c), DBPOOL_EAUTH);
-    assert_true(tu_now_ms() - t0 < 1000); /* permanent: no retry loop */
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(1000)); /* permanent: no retry loop */
     assert_int_equal(dbpool_last_server_errno(), 1045);
     assert_null(strstr(dbpool_last_error(), "definitely-wrong-canary-9b1f"));
     dbpool_close();
@@ -672,8 +672,8 @@ static void per_user_limit_no_spin(void **state)
     uint64_t took = tu_now_ms() - t0;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu1);
     double cpu_ms = (double)(cpu1.tv_sec - cpu0.tv_sec) * 1e3 + (double)(cpu1.tv_nsec - cpu0.tv_nsec) / 1e6;
-    assert_true(took >= 700 && took < 3000); /* retried inside the deadline */
-    assert_true(cpu_ms < 150);                /* with backoff, not spinning */
+    assert_true(took >= 700 && took < tu_slack_ms(3000)); /* retried inside the deadline */
+    assert_true(cpu_ms < tu_slack_ms(150));                /* with backoff, not spinning */
     assert_int_equal(dbpool_last_server_errno(), 1226);
     assert_true(tu_count_sessions(admin, "dbpool_lim") <= 2);
     dbpool_release(c[0]);
@@ -769,11 +769,10 @@ static void soak_with_kills(void **state)
     int fds_end = tu_count_fds() - 2 * (int)s.open;
     print_message("fds (less connections) %d -> %d, rss %ld -> %ld KiB\n", fds, fds_end, rss, tu_rss_kb());
     assert_int_equal(fds_end, fds);
-#if defined(__SANITIZE_ADDRESS__)
-    print_message("RSS not compared: ASan keeps freed memory in quarantine\n");
-#else
-    assert_true(tu_rss_kb() - rss < 2048);
-#endif
+    if (tu_slack_ms(1) > 1) /* ASan's quarantine and valgrind's own heap grow the RSS */
+        print_message("RSS not compared in an instrumented build\n");
+    else
+        assert_true(tu_rss_kb() - rss < 2048);
     assert_int_equal(s.created - (s.closed_idle + s.closed_lifetime + s.closed_broken + s.closed_reset + s.closed_shutdown), s.open);
     assert_true(s.closed_broken >= cycles / 1000);
     dbpool_close();

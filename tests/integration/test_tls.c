@@ -105,7 +105,7 @@ static void expect_tls_failure(const char *what)
     if (rc != DBPOOL_ETLS)
         fail_msg("%s: expected DBPOOL_ETLS, got %s: %s", what, dbpool_errname(rc), dbpool_last_error());
     assert_null(c);
-    assert_true(tu_now_ms() - t0 < 3000); /* permanent: no retry loop */
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(3000)); /* permanent: no retry loop */
     dbpool_stats s;
     dbpool_stats_get(&s);
     assert_int_equal(s.open, 0);
@@ -152,7 +152,7 @@ static void exit_closes_tls_cleanly(void **state)
     use_tls("VERIFY_IDENTITY", "ca.pem");
     cc_child ch;
     cc_start(&ch, "exit");
-    int st = tu_wait(ch.pid, 10000);
+    int st = cc_wait(&ch, 10000);
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     cc_assert_sessions_gone(&srv, &ch, 0);
 }
@@ -170,7 +170,7 @@ static void sigpipe_default_survives_killed_tls_session(void **state)
     mysql_close(admin);
     tu_sleep_ms(200);
     kill(ch.pid, SIGUSR1); /* now write a large statement into the dead session */
-    int st = tu_wait(ch.pid, 10000);
+    int st = cc_wait(&ch, 10000);
     if (st == -1 || !WIFEXITED(st))
         fail_msg("process did not survive (status 0x%x, SIGPIPE is %d): %s", st, SIGPIPE,
                  cc_report(&ch, buf, sizeof buf));

@@ -15,6 +15,8 @@ typedef struct cc_child {
     unsigned long ids[CC_MAX_IDS];
     int nids;
     long grandchild;
+    int reaped;  /* the child already ended (seen while waiting for "ready") */
+    int status;  /* its wait status then */
 } cc_child;
 
 /* Start exit_child MODE with the current environment; wait until it reports "ready". */
@@ -23,6 +25,9 @@ void cc_start(cc_child *ch, const char *mode);
 char *cc_report(const cc_child *ch, char *buf, size_t n);
 /* Sessions ch->ids[*] gone from `s` within 1 s; no "Aborted connection" for ids[clean_from..]. */
 void cc_assert_sessions_gone(const tu_server *s, cc_child *ch, int clean_from);
+/* Wait up to `ms` for the child's end (also when it ended before "ready" was read); returns
+ * the wait status or -1 on timeout. Use this, not tu_wait, on a started child. */
+int cc_wait(cc_child *ch, unsigned ms);
 /* The child died by `sig` within `ms`. */
 void cc_expect_killed_by(cc_child *ch, int sig, unsigned ms);
 
