@@ -171,16 +171,22 @@ void dbpool__hooks_on_signal(const siginfo_t *info)
 
 /* ---- SIGPIPE guard for TLS ------------------------------------------------------------------ */
 
+static bool sigpipe_pending(sigset_t *pipe_set)
+{
+    sigset_t pending;
+    sigemptyset(pipe_set);
+    sigaddset(pipe_set, SIGPIPE);
+    sigpending(&pending);
+    return sigismember(&pending, SIGPIPE) == 1;
+}
+
 void dbpool__sigpipe_block(dbpool__sigpipe *s, const struct dbpool_conn *c)
 {
     s->active = c && c->tls;
     if (!s->active)
         return;
-    sigset_t pipe_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending);
-    s->was_pending = sigismember(&pending, SIGPIPE);
+    sigset_t pipe_set;
+    s->was_pending = sigpipe_pending(&pipe_set);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &s->old);
 }
 
@@ -188,11 +194,8 @@ void dbpool__sigpipe_restore(dbpool__sigpipe *s)
 {
     if (!s->active)
         return;
-    sigset_t pipe_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending);
-    if (!s->was_pending && sigismember(&pending, SIGPIPE)) {
+    sigset_t pipe_set;
+    if (!s->was_pending && sigpipe_pending(&pipe_set)) {
         struct timespec zero = {0, 0};
         sigtimedwait(&pipe_set, NULL, &zero); /* consume the one our call raised */
     }
