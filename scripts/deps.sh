@@ -4,8 +4,10 @@
 # without either it lists what is missing and exits 1.
 set -euo pipefail
 
+# openssl: the TLS tests make a CA and certificates; iproute2 + nftables: the partition test
+# cuts a connection with a packet filter inside its own network namespace.
 PACKAGES=(build-essential g++ cmake pkg-config libmariadb-dev libinih-dev libcmocka-dev
-    mariadb-server mariadb-client valgrind clang libclang-rt-14-dev)
+    mariadb-server mariadb-client valgrind clang libclang-rt-14-dev openssl iproute2 nftables)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
