@@ -145,7 +145,7 @@ run_config() {
         { grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)|^Consolidate compiler' || true; }; then
         tb=$((SECONDS - t0))
         echo "test.sh: $cfg: configure or build failed (log: $log)"
-        summary+=("$(printf '%-9s %-18s BUILD FAILED after %ds' "$cfg" "$dir/" "$tb")")
+        summary+=("$(printf '%-9s %-22s BUILD FAILED after %ds' "$cfg" "$dir/" "$tb")")
         failed_list+=("$cfg: build")
         total_fail=$((total_fail + 1))
         return
@@ -181,7 +181,7 @@ run_config() {
     done
     tt=$((SECONDS - t0 - tb))
     total_pass=$((total_pass + p)) total_fail=$((total_fail + f)) total_skip=$((total_skip + s))
-    summary+=("$(printf '%-9s %-18s %4d passed, %d failed, %d skipped   (build %ds, tests %ds)' \
+    summary+=("$(printf '%-9s %-22s %4d passed, %d failed, %d skipped   (build %ds, tests %ds)' \
         "$cfg" "$dir/" "$p" "$f" "$s" "$tb" "$tt")")
 }
 

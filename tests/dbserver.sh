@@ -236,7 +236,13 @@ ensure_template() {
 
 server_args() { # datadir socket port -> SERVER_ARGS
     local d=$1 sock=$2 port=$3
-    SERVER_ARGS=(--no-defaults --datadir="$d" "${USER_OPT[@]}"
+    # Its own temporary directory: files of internal temporary tables in a shared /tmp were
+    # seen deleted under a running server (which then crashed in ha_maria::drop_table).
+    # Beside the data directory, not in it (a folder in it would be listed as a database).
+    local t
+    t="$(dirname "$d")/tmp"
+    mkdir -p "$t"
+    SERVER_ARGS=(--no-defaults --datadir="$d" --tmpdir="$t" "${USER_OPT[@]}"
         --bind-address=127.0.0.1 --port="$port" --socket="$sock"
         --log-error="$d/err.log" --pid-file="$d/mariadbd.pid" --skip-name-resolve
         --log-warnings=2 --max-connections=200 --max-connect-errors=1000000
