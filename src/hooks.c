@@ -28,6 +28,11 @@ static struct sigaction prev[NHOOKED];
  * async-signal-safe, rather than volatile sig_atomic_t, which is not enough across threads. */
 static atomic_int installed[NHOOKED];
 static atomic_int in_cleanup;
+/* Set by the keeper after clean-up when the application had a handler: the signal is raised
+ * again, and our handler then calls the application's in a real signal context (on an
+ * application thread, as it expects) with the original siginfo. */
+static atomic_int chain_pending[NHOOKED];
+static siginfo_t chain_info[NHOOKED];
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free in a signal handler");
 
 static int slot_of(int sig)
@@ -55,6 +60,8 @@ static void on_exit_hook(void)
 static void fork_child(void)
 {
     atomic_store(&in_cleanup, 0);
+    for (size_t i = 0; i < NHOOKED; i++)
+        atomic_store(&chain_pending[i], 0);
     dbpool__keeper_atfork_child();
     dbpool__pool_atfork_child();
 }
@@ -106,7 +113,10 @@ static void on_signal(int sig, siginfo_t *info, void *uctx)
 {
     int saved = errno;
     int i = slot_of(sig);
-    if (atomic_load(&in_cleanup)) {
+    if (i >= 0 && atomic_exchange(&chain_pending[i], 0)) {
+        chain(i, sig, &chain_info[i], uctx); /* after our clean-up: the application's turn */
+        atomic_store(&in_cleanup, 0);
+    } else if (atomic_load(&in_cleanup)) {
         die_now(sig); /* a second signal during clean-up: die at once */
     } else if (dbpool__keeper_post_signal(info) == 0) {
         atomic_store(&in_cleanup, 1);
@@ -146,8 +156,9 @@ int dbpool__hooks_install_signals(void)
     return rc;
 }
 
-/* On the keeper thread: close the pool, then end the process the way the signal would have,
- * or let the application's own handler decide. */
+/* On the keeper thread: close the pool, then end the process the way the signal would have
+ * (default disposition: restore it and raise again), or raise it again for the application's
+ * own handler, which our handler then calls in signal context. */
 void dbpool__hooks_on_signal(const siginfo_t *info)
 {
     int sig = info->si_signo, i = slot_of(sig);
@@ -164,9 +175,9 @@ void dbpool__hooks_on_signal(const siginfo_t *info)
         kill(getpid(), sig); /* process-directed: delivered to a thread that does not block it */
         return;
     }
-    siginfo_t copy = *info;
-    atomic_store(&in_cleanup, 0);
-    chain(i, sig, &copy, NULL);
+    chain_info[i] = *info;
+    atomic_store(&chain_pending[i], 1); /* publishes chain_info (seq_cst) */
+    kill(getpid(), sig);
 }
 
 /* ---- SIGPIPE guard for TLS ------------------------------------------------------------------ */

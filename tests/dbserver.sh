@@ -349,8 +349,15 @@ make_datadir() {
     DATADIR="$dir/data"
     rm -rf "$DATADIR"
     if [ "${#DATADIR}" -gt 90 ]; then
-        REALDIR=$(mktemp -d "${TMPDIR:-/tmp}/dbpool-srv.XXXXXX")
-        [ "${#REALDIR}" -le 90 ] || REALDIR=$(mktemp -d /tmp/dbpool-srv.XXXXXX)
+        # A short base of its own holding data/ and (see server_args) tmp/.
+        local base
+        base=$(mktemp -d "${TMPDIR:-/tmp}/dbpool-srv.XXXXXX")
+        if [ "${#base}" -gt 85 ]; then
+            rmdir "$base"
+            base=$(mktemp -d /tmp/dbpool-srv.XXXXXX)
+        fi
+        REALDIR="$base/data"
+        mkdir -m 700 "$REALDIR"
         ln -s "$REALDIR" "$DATADIR"
     else
         mkdir -m 700 "$DATADIR"
@@ -449,9 +456,14 @@ local_stop() { # dir keep-data(0/1)
         say "DBPOOL_TEST_KEEP=1: keeping $S_DATADIR"
         return 0
     fi
-    if [ -n "$S_REALDIR" ] && [ "$S_REALDIR" != / ]; then rm -rf "$S_REALDIR"; fi
-    if [ -L "$S_DATADIR" ]; then rm -f "$S_DATADIR"; fi
-    if [ -n "$S_DATADIR" ] && [ "$S_DATADIR" != / ]; then rm -rf "$S_DATADIR"; fi
+    [ -n "$S_REALDIR" ] && [ "$S_REALDIR" != / ] || return 0
+    rm -rf "$S_REALDIR" "$(dirname "$S_REALDIR")/tmp" # data and the tmpdir beside it
+    if [ -L "$S_DATADIR" ]; then
+        rm -f "$S_DATADIR"
+        rmdir "$(dirname "$S_REALDIR")" 2>/dev/null || true # the short base in /tmp
+    elif [ -n "$S_DATADIR" ] && [ "$S_DATADIR" != / ]; then
+        rm -rf "$S_DATADIR"
+    fi
 }
 
 # ---- external server and container ----------------------------------------------------------

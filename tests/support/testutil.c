@@ -451,10 +451,11 @@ long long tu_scalar(MYSQL *m, const char *fmt, ...)
 /* ---- facts on the server ------------------------------------------------------------------ */
 
 /* Rows of SHOW PROCESSLIST with this user (any when NULL) and id (any when 0), the caller's own
- * session excluded. Not information_schema.PROCESSLIST: on MariaDB 10.11.19 polling it while
- * sessions connect and disconnect crashes the server (SIGSEGV in ha_maria::drop_table, freeing
- * the internal temporary table; reproduced within seconds with 8 threads churning connections),
- * and SHOW PROCESSLIST has no temporary table. */
+ * session excluded. Not information_schema.PROCESSLIST: that goes through an internal temporary
+ * table with files in the server's tmpdir, and while tests polled it a server crashed (SIGSEGV
+ * in ha_maria::drop_table) when those files vanished from a shared /tmp (now each test server
+ * has its own tmpdir, see tests/dbserver.sh). SHOW PROCESSLIST needs no temporary table and is
+ * cheaper to poll. */
 static long processlist_count(MYSQL *admin, const char *user, unsigned long id)
 {
     unsigned long self = mysql_thread_id(admin);

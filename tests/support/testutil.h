@@ -63,8 +63,7 @@ void tu_exec(MYSQL *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)
  * error. */
 long long tu_scalar(MYSQL *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sessions of `user` in the server's process list, excluding the admin's own. (Read with SHOW
- * PROCESSLIST: polling information_schema.PROCESSLIST while sessions come and go crashes
- * MariaDB 10.11.19 - SIGSEGV in ha_maria::drop_table - so tests should not poll it either.) */
+ * PROCESSLIST, which needs no internal temporary table: see testutil.c.) */
 long tu_count_sessions(MYSQL *admin, const char *user);
 /* 1 if a session with this id is in PROCESSLIST. */
 int tu_session_exists(MYSQL *admin, unsigned long id);
