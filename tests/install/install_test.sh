@@ -89,6 +89,12 @@ step "pkg-config, shared"
     -Wl,-rpath,"$libdir" || fail "build through pkg-config --libs dbpool"
 run_consumer "$work/consumer_pc_shared" shared
 
+step "pkg-config, the README's 15-line example (examples/hello.c), compiled as a user would"
+# It needs a server to run; building it is what the README promises here.
+# shellcheck disable=SC2086
+"$cc" -Wall -Wextra -Werror $cflags "$here/../../examples/hello.c" -o "$work/hello" $libs ||
+    fail "examples/hello.c does not build with: cc \$(pkg-config --cflags --libs dbpool)"
+
 step "pkg-config --static"
 # The usual way to pick the archive when both are installed side by side: -l:libdbpool.a.
 # shellcheck disable=SC2086

@@ -34,6 +34,25 @@ static void sigterm_idle(void **state) { (void)state; signal_idle(SIGTERM); }
 static void sigint_idle(void **state) { (void)state; signal_idle(SIGINT); }
 static void sighup_idle(void **state) { (void)state; signal_idle(SIGHUP); }
 
+/* DB_SIGNAL_HOOKS=0: the application owns its signals. SIGTERM then takes its default course
+ * with nothing of ours running: the kernel closes the sockets (sessions gone) but without
+ * COM_QUIT, so the server logs them as aborted. This proves the hooks were really off. */
+static void signal_hooks_off_leaves_signals_alone(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_SIGNAL_HOOKS", "0", 1);
+    cc_child ch;
+    cc_start(&ch, "idle");
+    kill(ch.pid, SIGTERM);
+    cc_expect_killed_by(&ch, SIGTERM, 5000);
+    assert_sessions_gone(&ch, ch.nids); /* gone: the kernel's floor */
+    const tu_server *s = tu_server_shared();
+    for (int i = 0; i < ch.nids; i++)
+        if (tu_errlog_wait_aborted(s, ch.ids[i], tu_slack_ms(2000)) <= 0)
+            fail_msg("session %lu closed cleanly although the hooks were off", ch.ids[i]);
+}
+
 static void sigterm_during_long_query(void **state)
 {
     (void)state;
@@ -279,6 +298,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(sigterm_idle),
         cmocka_unit_test(sigint_idle),
         cmocka_unit_test(sighup_idle),
+        cmocka_unit_test(signal_hooks_off_leaves_signals_alone),
         cmocka_unit_test(sigterm_during_long_query),
         cmocka_unit_test(exit_closes_cleanly),
         cmocka_unit_test(return_from_main_closes_cleanly),
