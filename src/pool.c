@@ -92,6 +92,21 @@ unsigned dbpool__fork_generation;
 
 /* ---- small helpers (P.mu held) ---------------------------------------------------------- */
 
+/* Clocks. The fast path (a get or release with nobody waiting) reads CLOCK_MONOTONIC_COARSE:
+ * a few ns instead of ~30 ns for the precise clock through kvm-clock, with a resolution of one
+ * tick (<= 4 ms), which is plenty for the bypass window and the idle, lifetime and leak
+ * thresholds. The precise clock is read only where waiting is involved (the starvation test,
+ * wait accounting, deadlines). Both share one epoch, but a coarse reading may lag a precise
+ * one taken just before it, so readings are compared through elapsed(), never subtracted. */
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t elapsed(uint64_t now, uint64_t then) { return now > then ? now - then : 0; }
+
 static void set_state(struct dbpool_conn *c, int s) { atomic_store_explicit((_Atomic int *)&c->state, s, memory_order_release); }
 static int get_state(struct dbpool_conn *c) { return atomic_load_explicit((_Atomic int *)&c->state, memory_order_acquire); }
 
@@ -463,7 +478,7 @@ static bool check_idle(struct dbpool_conn *c, uint64_t now)
         return false;
     if (!dbpool__conn_alive(c))
         return false;
-    if (now - c->last_used_ns > (uint64_t)P.opts.validate_after_ms * 1000000u && dbpool__conn_ping(c) != 0)
+    if (elapsed(now, c->last_used_ns) > (uint64_t)P.opts.validate_after_ms * 1000000u && dbpool__conn_ping(c) != 0)
         return false;
     return true;
 }
@@ -476,7 +491,7 @@ static enum take try_take(struct dbpool_conn **out, uint64_t now)
     struct dbpool_conn *c = pop_idle();
     if (c) {
         *out = c;
-        if (now - c->last_used_ns < BYPASS_NS && (!c->expires_ns || now < c->expires_ns))
+        if (elapsed(now, c->last_used_ns) < BYPASS_NS && (!c->expires_ns || now < c->expires_ns))
             return TAKE_READY;
         set_state(c, DBPOOL__SLOT_CHECKING);
         return TAKE_CHECK;
@@ -492,7 +507,7 @@ static void account_wait(struct getctx *g, uint64_t now)
 {
     if (!g->waited)
         return;
-    uint64_t w = now - g->start;
+    uint64_t w = elapsed(now, g->start);
     P.st.waits++;
     P.st.wait_ns_total += w;
     if (w > P.st.wait_ns_max)
@@ -547,16 +562,17 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
 static int get_once(struct dbpool_conn **out, struct getctx *g)
 {
     pthread_mutex_lock(&P.mu);
-    uint64_t now = dbpool__now_ns();
+    uint64_t now = coarse_ns();
     int r = TAKE_NONE;
     if (atomic_load(&P.state) != POOL_RUNNING)
         r = dbpool__fail(DBPOOL_ECLOSED, "the pool is closed");
-    else if (!P.qhead || now - P.qhead->since_ns <= STARVE_NS)
+    else if (!P.qhead || elapsed(dbpool__now_ns(), P.qhead->since_ns) <= STARVE_NS)
         r = try_take(out, now); /* barging allowed while no waiter starves */
     if (r == TAKE_NONE)
         r = wait_turn(out, g);
     if (r == TAKE_READY) {
-        now = dbpool__now_ns();
+        if (g->waited)
+            now = dbpool__now_ns();
         account_wait(g, now);
         mark_borrowed(*out, g->file, g->line, now);
         P.st.gets++;
@@ -574,7 +590,7 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
     int rc = ensure_running(NULL);
     if (rc != 0)
         return rc;
-    struct getctx g = {.file = file, .line = line, .start = dbpool__now_ns()};
+    struct getctx g = {.file = file, .line = line, .start = coarse_ns()};
     g.deadline = g.start + (uint64_t)P.opts.acquire_timeout_ms * 1000000u;
     for (;;) {
         struct dbpool_conn *c = NULL;
@@ -677,7 +693,7 @@ static void publish(struct dbpool_conn *c, uint64_t now)
     struct waiter *h = P.qhead;
     while (h && h->handed)
         h = h->next;
-    if (h && now - h->since_ns > STARVE_NS) {
+    if (h && elapsed(dbpool__now_ns(), h->since_ns) > STARVE_NS) {
         /* Starvation mode: hand it over, so later arrivals cannot overtake this waiter. */
         h->handed = c;
         set_state(c, DBPOOL__SLOT_CHECKING); /* neither idle nor free: reserved for h */
@@ -698,9 +714,7 @@ static bool needs_io(struct dbpool_conn *c, uint64_t now)
         return true;
     if (c->mysql->status != MYSQL_STATUS_READY)
         return true;
-    unsigned status = 0;
-    mariadb_get_infov(c->mysql, MARIADB_CONNECTION_SERVER_STATUS, &status);
-    return (status & SERVER_STATUS_IN_TRANS) != 0;
+    return (c->mysql->server_status & SERVER_STATUS_IN_TRANS) != 0; /* from the last OK packet */
 }
 
 static void release_slow(struct dbpool_conn *c, bool live_array)
@@ -711,7 +725,7 @@ static void release_slow(struct dbpool_conn *c, bool live_array)
         if (dbpool__conn_reset(c, &P.opts, P.opts.reset_on_release) == 0) {
             pthread_mutex_lock(&P.mu);
             if (atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr)) {
-                publish(c, dbpool__now_ns());
+                publish(c, coarse_ns());
                 pthread_mutex_unlock(&P.mu);
                 return;
             }
@@ -744,7 +758,7 @@ void dbpool_release(dbpool_conn *conn)
     bool current = c->arr == atomic_load(&P.arr);
     if (current)
         P.busy--;
-    uint64_t now = dbpool__now_ns();
+    uint64_t now = coarse_ns();
     bool live = current && atomic_load(&P.state) == POOL_RUNNING;
     if (live && !needs_io(c, now)) {
         publish(c, now);
@@ -838,12 +852,12 @@ static void report_leaks(uint64_t now, uint64_t *next)
         struct dbpool_conn *c = &a->slots[i];
         if (get_state(c) != DBPOOL__SLOT_BUSY || c->leak_reported)
             continue;
-        if (now - c->borrowed_ns >= thr) {
+        if (elapsed(now, c->borrowed_ns) >= thr) {
             c->leak_reported = true;
             P.st.leaks++;
             dbpool__log(DBPOOL_LOG_WARN, "connection %lu held for %llu ms (DB_LEAK_THRESHOLD_MS=%u), "
                         "borrowed at %s:%d and not released",
-                        c->thread_id, (unsigned long long)((now - c->borrowed_ns) / 1000000u),
+                        c->thread_id, (unsigned long long)(elapsed(now, c->borrowed_ns) / 1000000u),
                         P.opts.leak_threshold_ms, c->site_file ? c->site_file : "?", c->site_line);
         } else if (c->borrowed_ns + thr < *next) {
             *next = c->borrowed_ns + thr;
@@ -858,7 +872,7 @@ static unsigned collect_expired(uint64_t now, uint64_t *next, struct dbpool_conn
     unsigned n = 0;
     for (struct dbpool_conn **pp = &P.idle; *pp;) {
         struct dbpool_conn *c = *pp;
-        bool idle_out = idle_ns && now - c->last_used_ns >= idle_ns;
+        bool idle_out = idle_ns && elapsed(now, c->last_used_ns) >= idle_ns;
         bool life_out = c->expires_ns && now >= c->expires_ns;
         if ((idle_out || life_out) && n < cap) {
             *pp = c->next;
