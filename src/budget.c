@@ -461,15 +461,7 @@ void dbpool__budget_forget_in_child(dbpool__budget *b)
     if (!b)
         return;
     b->forgotten = 1;
-    for (unsigned i = 0; i < b->n; i++)
-        if (b->fd[i] >= 0) {
-            close(b->fd[i]);
-            b->fd[i] = -1;
-        }
-    if (b->dirfd >= 0) {
-        close(b->dirfd);
-        b->dirfd = -1;
-    }
+    close_fds(b); /* only close(): async-signal-safe */
 }
 
 /* ---- acquire / release ------------------------------------------------------------------------- */

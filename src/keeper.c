@@ -103,9 +103,13 @@ void dbpool__keeper_stop(void)
     if (krunning && !pthread_equal(pthread_self(), ktid)) {
         send_rec(REC_STOP);
         pthread_join(ktid, NULL);
-        close(pipe_r);
-        close(pipe_w);
-        pipe_r = pipe_w = -1;
+        /* Publish "no keeper" before closing, so a signal handler on another thread does not
+         * write into a descriptor number that may be reused at once. */
+        int r = pipe_r, w = pipe_w;
+        pipe_w = -1;
+        pipe_r = -1;
+        close(r);
+        close(w);
         krunning = false;
     }
     pthread_mutex_unlock(&kmu);
