@@ -532,9 +532,14 @@ static void kill_query_keeps_connection(void **state)
     pthread_join(t, NULL);
     print_message("KILL QUERY: %s (server errno %u) %llu ms after the kill\n", dbpool_errname(a.rc),
                   a.server_errno, (unsigned long long)(a.done_ms - killed));
-    assert_int_equal(a.rc, DBPOOL_EQUERY);
-    assert_int_equal(a.server_errno, 1317);
-    assert_true(a.done_ms - killed < 1000);
+    /* MariaDB ends an interrupted SLEEP() either with error 1317 or with SLEEP's own
+     * "interrupted" result (1), depending on where the kill flag is seen: either way the
+     * statement stopped at once (the deterministic error path is max_statement_time below). */
+    if (a.rc != 0) {
+        assert_int_equal(a.rc, DBPOOL_EQUERY);
+        assert_int_equal(a.server_errno, 1317);
+    }
+    assert_true(a.done_ms - killed < tu_slack_ms(1000));
     dbpool_release(c); /* rolls back the open transaction, keeps the session */
     assert_int_equal(dbpool_get(&c), 0);
     assert_int_equal(dbpool_conn_id(c), id);
