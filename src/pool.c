@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,12 +61,27 @@ struct bwaiter {
     bool linked;
 };
 
+/* A thread waiting in the queue for a connection; lives on its stack and is listed under P.mu.
+ * `word` is its futex word:
+ *   W_SLEEP   it sleeps (or is about to) and nothing is for it;
+ *   W_KICK    look again (capacity freed, the pool closes, it became the head): it re-takes
+ *             P.mu before doing anything, so a kick is sent under P.mu;
+ *   W_HANDED  a releaser dequeued it and gave it `handed`, already marked borrowed in its name
+ *             (under P.mu); the releaser wakes it after unlocking, so the waiter returns
+ *             without touching P.mu: one context switch per hand-off instead of two;
+ *   W_DONE    the releaser's wake is over and it no longer touches this waiter. A handed
+ *             waiter never leaves before W_DONE, so the futex wake never targets a dead frame. */
+enum { W_SLEEP = 0, W_KICK, W_HANDED, W_DONE };
+struct getctx;
 struct waiter {
     struct waiter *next;
-    pthread_cond_t cv;
+    _Atomic uint32_t word;
+    bool timed;                 /* sleeps as head with a timeout at its starvation point */
     uint64_t since_ns;
     unsigned epoch;             /* P.epoch when queued: a close ends the wait */
     struct dbpool_conn *handed; /* direct hand-off */
+    struct getctx *g;           /* call site and wait accounting, for the releaser */
+    pthread_t owner;
 };
 
 static struct pool {
@@ -110,10 +126,32 @@ static uint64_t elapsed(uint64_t now, uint64_t then) { return now > then ? now -
 static void set_state(struct dbpool_conn *c, int s) { atomic_store_explicit((_Atomic int *)&c->state, s, memory_order_release); }
 static int get_state(struct dbpool_conn *c) { return atomic_load_explicit((_Atomic int *)&c->state, memory_order_acquire); }
 
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+/* Under P.mu: make a queued waiter look again. */
+static void kick(struct waiter *w)
+{
+    w->timed = false;
+    atomic_store_explicit(&w->word, W_KICK, memory_order_release);
+    futex(&w->word, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
 static void wake_head(void)
 {
     if (P.qhead)
-        pthread_cond_signal(&P.qhead->cv);
+        kick(P.qhead);
+}
+
+/* Not under P.mu: wake a waiter that publish() handed a connection, then let it go. */
+static void handoff_wake(struct waiter *w)
+{
+    if (!w)
+        return;
+    futex(&w->word, FUTEX_WAKE_PRIVATE, 1, NULL);
+    atomic_store_explicit(&w->word, W_DONE, memory_order_release); /* the last touch of *w */
 }
 
 static void dequeue(struct waiter *w)
@@ -174,12 +212,12 @@ static void push_idle(struct dbpool_conn *c, uint64_t now)
     }
 }
 
-static void mark_borrowed(struct dbpool_conn *c, const char *file, int line, uint64_t now)
+static void mark_borrowed(struct dbpool_conn *c, const char *file, int line, pthread_t owner, uint64_t now)
 {
     set_state(c, DBPOOL__SLOT_BUSY);
     c->site_file = file;
     c->site_line = line;
-    c->owner = pthread_self();
+    c->owner = owner;
     c->borrowed_ns = now;
     c->leak_reported = false;
     P.busy++;
@@ -465,7 +503,7 @@ static int finish_open(struct dbpool_conn *c, struct getctx *g)
         close_owned(c, R_SHUTDOWN);
         return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while connecting");
     }
-    mark_borrowed(c, g->file, g->line, dbpool__now_ns());
+    mark_borrowed(c, g->file, g->line, pthread_self(), dbpool__now_ns());
     P.st.gets++;
     pthread_mutex_unlock(&P.mu);
     return 0;
@@ -483,7 +521,7 @@ static bool check_idle(struct dbpool_conn *c, uint64_t now)
     return true;
 }
 
-enum take { TAKE_NONE, TAKE_READY, TAKE_CHECK, TAKE_OPEN };
+enum take { TAKE_NONE, TAKE_READY, TAKE_CHECK, TAKE_OPEN, TAKE_HANDED };
 
 /* Under P.mu: take an idle connection or reserve a slot to open. */
 static enum take try_take(struct dbpool_conn **out, uint64_t now)
@@ -514,7 +552,22 @@ static void account_wait(struct getctx *g, uint64_t now)
         P.st.wait_ns_max = w;
 }
 
-/* Wait in the queue until something can be taken. Returns TAKE_* or a negative code. */
+/* A handed waiter: wait until the releaser is done with *w (a few instructions, or a
+ * preempted releaser), then the connection is ours. */
+static struct dbpool_conn *take_handed(struct waiter *w)
+{
+    while (atomic_load_explicit(&w->word, memory_order_acquire) != W_DONE)
+        sched_yield();
+    return w->handed;
+}
+
+/* Wait in the queue until something can be taken. Returns TAKE_* or a negative code, with P.mu
+ * held, except TAKE_HANDED: the connection was handed over, already marked borrowed in our
+ * name, and P.mu is not held. Only the head takes idle connections or free slots by itself;
+ * the others wait to be handed one or to become the head. A head that is not starving yet
+ * sleeps with a timeout at the moment it would (STARVE_NS): a release that pushes a connection
+ * to the idle stack does not wake it, because the releasing thread usually takes it straight
+ * back (barging); if nobody does, the head takes it itself at that moment. */
 static int wait_turn(struct dbpool_conn **out, struct getctx *g)
 {
     if (P.opts.queue_limit && P.waiting >= P.opts.queue_limit) {
@@ -523,21 +576,15 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
                             P.waiting, P.opts.queue_limit, P.opts.limit);
     }
     warn_self_deadlock(g);
-    struct waiter w = {.since_ns = dbpool__now_ns(), .epoch = P.epoch};
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w.cv, &ca);
-    pthread_condattr_destroy(&ca);
+    struct waiter w = {.since_ns = dbpool__now_ns(), .epoch = P.epoch, .g = g, .owner = pthread_self()};
     enqueue(&w);
     g->waited = true;
-    struct timespec dl = dbpool__ts(g->deadline);
     int r = TAKE_NONE;
     for (;;) {
-        if (w.handed) {
-            *out = w.handed;
-            r = TAKE_READY;
-            break;
+        if (atomic_load_explicit(&w.word, memory_order_acquire) >= W_HANDED) {
+            pthread_mutex_unlock(&P.mu);
+            *out = take_handed(&w);
+            return TAKE_HANDED;
         }
         if (atomic_load(&P.state) != POOL_RUNNING || P.epoch != w.epoch) {
             r = dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while waiting");
@@ -550,12 +597,26 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
             r = fail_timeout(g);
             break;
         }
-        pthread_cond_timedwait(&w.cv, &P.mu, &dl);
+        uint64_t until = g->deadline;
+        w.timed = P.qhead == &w && now < w.since_ns + STARVE_NS;
+        if (w.timed && w.since_ns + STARVE_NS < until)
+            until = w.since_ns + STARVE_NS;
+        struct timespec ts = dbpool__ts(until);
+        atomic_store_explicit(&w.word, W_SLEEP, memory_order_relaxed);
+        pthread_mutex_unlock(&P.mu);
+        /* Absolute CLOCK_MONOTONIC timeout; EINTR, EAGAIN and timeouts all lead back to the
+         * checks above. */
+        futex(&w.word, FUTEX_WAIT_BITSET_PRIVATE, W_SLEEP, &ts);
+        if (atomic_load_explicit(&w.word, memory_order_acquire) >= W_HANDED) {
+            *out = take_handed(&w);
+            return TAKE_HANDED;
+        }
+        pthread_mutex_lock(&P.mu);
     }
     dequeue(&w);
-    if (!w.handed)
-        wake_head(); /* the next in line may be able to proceed now */
-    pthread_cond_destroy(&w.cv);
+    /* The new head may take what is left (a second idle connection, a free slot). */
+    if (P.qhead && (P.nidle || P.open < P.opts.limit))
+        wake_head();
     return r;
 }
 
@@ -570,11 +631,13 @@ static int get_once(struct dbpool_conn **out, struct getctx *g)
         r = try_take(out, now); /* barging allowed while no waiter starves */
     if (r == TAKE_NONE)
         r = wait_turn(out, g);
+    if (r == TAKE_HANDED)
+        return TAKE_READY; /* publish() did the accounting; P.mu is not held */
     if (r == TAKE_READY) {
         if (g->waited)
             now = dbpool__now_ns();
         account_wait(g, now);
-        mark_borrowed(*out, g->file, g->line, now);
+        mark_borrowed(*out, g->file, g->line, pthread_self(), now);
         P.st.gets++;
     }
     pthread_mutex_unlock(&P.mu);
@@ -609,7 +672,7 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
             }
             pthread_mutex_lock(&P.mu);
             account_wait(&g, dbpool__now_ns());
-            mark_borrowed(c, file, line, dbpool__now_ns());
+            mark_borrowed(c, file, line, pthread_self(), dbpool__now_ns());
             P.st.gets++;
             pthread_mutex_unlock(&P.mu);
         }
@@ -687,21 +750,28 @@ void dbpool_conn_discard(dbpool_conn *conn)
 
 /* ---- release -------------------------------------------------------------------------------- */
 
-/* Under P.mu: give a healthy connection to the next caller. */
-static void publish(struct dbpool_conn *c, uint64_t now)
+/* Under P.mu: give a healthy connection to the next caller. Returns the waiter it was handed
+ * to, for handoff_wake() once P.mu is released, or NULL. */
+static struct waiter *publish(struct dbpool_conn *c, uint64_t now)
 {
     struct waiter *h = P.qhead;
-    while (h && h->handed)
-        h = h->next;
-    if (h && elapsed(dbpool__now_ns(), h->since_ns) > STARVE_NS) {
-        /* Starvation mode: hand it over, so later arrivals cannot overtake this waiter. */
-        h->handed = c;
-        set_state(c, DBPOOL__SLOT_CHECKING); /* neither idle nor free: reserved for h */
-        pthread_cond_signal(&h->cv);
-        return;
+    if (h) {
+        uint64_t precise = dbpool__now_ns();
+        if (elapsed(precise, h->since_ns) > STARVE_NS) {
+            /* Starvation mode: hand it over, so later arrivals cannot overtake this waiter. */
+            dequeue(h);
+            h->handed = c;
+            account_wait(h->g, precise);
+            mark_borrowed(c, h->g->file, h->g->line, h->owner, precise);
+            P.st.gets++;
+            atomic_store_explicit(&h->word, W_HANDED, memory_order_release);
+            return h;
+        }
     }
     push_idle(c, now);
-    wake_head();
+    if (h && !h->timed)
+        kick(h); /* a head without its own timer must look; a timed one takes it when due */
+    return NULL;
 }
 
 static bool needs_io(struct dbpool_conn *c, uint64_t now)
@@ -725,8 +795,9 @@ static void release_slow(struct dbpool_conn *c, bool live_array)
         if (dbpool__conn_reset(c, &P.opts, P.opts.reset_on_release) == 0) {
             pthread_mutex_lock(&P.mu);
             if (atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr)) {
-                publish(c, coarse_ns());
+                struct waiter *h = publish(c, coarse_ns());
                 pthread_mutex_unlock(&P.mu);
+                handoff_wake(h);
                 return;
             }
             pthread_mutex_unlock(&P.mu);
@@ -761,8 +832,9 @@ void dbpool_release(dbpool_conn *conn)
     uint64_t now = coarse_ns();
     bool live = current && atomic_load(&P.state) == POOL_RUNNING;
     if (live && !needs_io(c, now)) {
-        publish(c, now);
+        struct waiter *h = publish(c, now);
         pthread_mutex_unlock(&P.mu);
+        handoff_wake(h);
         return;
     }
     set_state(c, DBPOOL__SLOT_RETURNING);
@@ -1028,7 +1100,7 @@ static void close_idle_all(void)
 static void wake_all_waiters(void)
 {
     for (struct waiter *w = P.qhead; w; w = w->next)
-        pthread_cond_signal(&w->cv);
+        kick(w);
 }
 
 /* Under P.mu: forget the array; free it only when no slot can still be used. */

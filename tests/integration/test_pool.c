@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,67 @@ static void starving_waiter_served_first(void **state)
         assert_true(o.waiter_seq > 0);
         assert_true(o.waiter_seq < o.holder_seq);
     }
+    dbpool_close();
+}
+
+/* A release does not wake a waiter that has waited less than 1 ms (the releasing thread
+ * usually takes the connection straight back); when nobody does, the waiters must still get
+ * it by themselves, one after the other, each only ever holding it for an instant. If the
+ * queue's head slept without its own timer here, they would sit until DB_ACQUIRE_TIMEOUT_MS. */
+struct unclaimed {
+    atomic_int done, failed;
+};
+
+static void *unclaimed_taker(void *p)
+{
+    struct unclaimed *u = p;
+    dbpool_conn *c;
+    if (dbpool_get(&c) == 0) {
+        dbpool_release(c);
+        atomic_fetch_add(&u->done, 1);
+    } else {
+        atomic_fetch_add(&u->failed, 1);
+    }
+    return NULL;
+}
+
+static void unclaimed_connection_reaches_waiters(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "8000", 1);
+    enum { WAITERS = 3, ROUNDS = 20 };
+    for (int round = 0; round < ROUNDS; round++) {
+        struct unclaimed u = {0};
+        dbpool_conn *c;
+        assert_int_equal(dbpool_get(&c), 0);
+        pthread_t t[WAITERS];
+        for (int i = 0; i < WAITERS; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, unclaimed_taker, &u), 0);
+        dbpool_stats s;
+        uint64_t until = tu_now_ms() + 5000;
+        do { /* spin, so that the release comes while the waiters are younger than 1 ms */
+            sched_yield();
+            assert_int_equal(dbpool_stats_get(&s), 0);
+        } while (s.waiting < WAITERS && tu_now_ms() < until);
+        assert_int_equal(s.waiting, WAITERS);
+        uint64_t t0 = tu_now_ms();
+        dbpool_release(c); /* and never come back for it */
+        for (int i = 0; i < WAITERS; i++)
+            pthread_join(t[i], NULL);
+        uint64_t took = tu_now_ms() - t0;
+        assert_int_equal(atomic_load(&u.failed), 0);
+        assert_int_equal(atomic_load(&u.done), WAITERS);
+        /* Each hand-over costs at most the 1 ms bound plus scheduling; 8 s would mean a waiter
+         * slept until its deadline. Generous for loaded and valgrind runs. */
+        if (took >= 2000)
+            fail_msg("%d waiters took %llu ms to pass one unclaimed connection along", WAITERS,
+                     (unsigned long long)took);
+    }
+    dbpool_stats s;
+    assert_int_equal(dbpool_stats_get(&s), 0);
+    assert_int_equal(s.timeouts, 0);
     dbpool_close();
 }
 
@@ -785,6 +847,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(lazy_open),
         cmocka_unit_test(limit_under_contention),
         cmocka_unit_test(starving_waiter_served_first),
+        cmocka_unit_test(unclaimed_connection_reaches_waiters),
         cmocka_unit_test(killed_idle_replaced),
         cmocka_unit_test(wait_timeout_expiry_invisible),
         cmocka_unit_test(killed_while_borrowed),
