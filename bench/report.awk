@@ -2,7 +2,8 @@
 #
 #   awk -f bench/report.awk meta.txt micro.txt results.txt > RESULTS.md
 #
-#   (costs.txt, between micro.txt and results.txt: "COST ..." and "INSTR ..." lines, may be empty)
+#   (costs.txt, between micro.txt and results.txt: "COST ..." and "INSTR ..." lines, may be empty;
+#   overtake.txt, after costs.txt: "OVT us=<DB_QUEUE_OVERTAKE_US|raw> round=N k=v ..." lines)
 # meta.txt: key=value lines. micro.txt: "MICRO k=v ..." lines from dbpool-micro. results.txt:
 # "round=N RESULT k=v ..." lines from dbpool-bench and bench/mysql2/bench.js, "FAIL ..." lines.
 # Every figure is the median over rounds; every ratio to raw is the median over rounds of the
@@ -144,6 +145,21 @@ FILENAME == ARGV[1] {
     next
 }
 
+/^OVT / {
+    delete f
+    kv_split($0, f)
+    u = f["us"]; c = f["threads"]; r = f["round"]
+    if (!(u in OVU)) {
+        OVU[u] = 1
+        if (u != "raw") OVN[++novt] = u
+    }
+    OVC[c] = 1
+    if (r + 1 > ovrounds) ovrounds = r + 1
+    for (k in f)
+        OV[u, c, r, k] = f[k]
+    next
+}
+
 /^FAIL / {
     nfail++
     FAILS[nfail] = substr($0, 6)
@@ -250,6 +266,42 @@ END {
     print ""
     targets()
     print ""
+
+    # ---- overtake sweep ---------------------------------------------------------------------------
+    if (novt > 0) {
+        print "## Throughput against fairness: `DB_QUEUE_OVERTAKE_US`"
+        print ""
+        print "W1, L = 3, the same binary with `DB_QUEUE_OVERTAKE_US` set per run (the default is 1000), raw beside it in the same rounds (" ovrounds " round(s) per setting, rotating order). While the oldest waiter has waited less than this, a releasing thread may take its connection straight back (no thread switch); after it, every release hands the connection to the oldest waiter (one thread switch per op). **bound** = the fairness target's 2 × C/L × raw op time (raw op time from raw's throughput in the same round, Little's law); **meets fairness** = max/min ≤ 1.5 and wait p99 ≤ bound. Ratios are medians over rounds of dbpool / raw of the same round."
+        print ""
+        print "| C | DB_QUEUE_OVERTAKE_US | ops (x raw) | CPU/op (x raw) | csw/op | wait p99 µs | bound µs | max/min | meets fairness | ≥ 0.90 x raw |"
+        print "|---|---|---|---|---|---|---|---|---|---|"
+        nco = sorted_numeric(OVC, OCs)
+        for (ci = 1; ci <= nco; ci++)
+            for (i = 1; i <= novt; i++) {
+                u = OVN[i]; c = OCs[ci]
+                delete va; delete vb; delete vw; delete vf; delete vs; delete vq
+                na = nb = nw = nf = ns = nq = 0
+                for (r = 0; r < ovrounds; r++) {
+                    if (!((u, c, r, "ops_per_s") in OV) || !(("raw", c, r, "ops_per_s") in OV)) continue
+                    x = OV["raw", c, r, "ops_per_s"] + 0
+                    y = OV["raw", c, r, "cpu_us_per_op"] + 0
+                    if (x <= 0) continue
+                    va[++na] = OV[u, c, r, "ops_per_s"] / x
+                    if (y > 0) vb[++nb] = OV[u, c, r, "cpu_us_per_op"] / y
+                    vw[++nw] = OV[u, c, r, "wait_p99_us"] + 0
+                    vf[++nf] = OV[u, c, r, "fairness"] + 0
+                    vs[++ns] = OV[u, c, r, "csw_per_op"] + 0
+                    vq[++nq] = 2 * c / 3 * (OV["raw", c, r, "workers"] / x * 1e6)
+                }
+                if (na == 0) continue
+                a = median(va, na); b = median(vb, nb); wp = median(vw, nw); fr = median(vf, nf)
+                cs = median(vs, ns); bq = median(vq, nq)
+                printf "| %s | %s%s | %.2f | %s | %.2f | %.0f | %.0f | %.2f | %s | %s |\n", c, u, u == 1000 ? " (default)" : "",
+                    a, nb ? sprintf("%.2f", b) : "–", cs, wp, bq, fr, (fr <= 1.5 && wp <= bq) ? "yes" : "no",
+                    a >= 0.90 ? "yes" : "no"
+            }
+        print ""
+    }
 
     # ---- micro ----------------------------------------------------------------------------------
     print "## Micro-benchmark: the pool's own cost"

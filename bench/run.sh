@@ -24,7 +24,9 @@
 # Environment (defaults in brackets): BENCH_ROUNDS [4], BENCH_DURATION seconds measured per
 # run [0.9], BENCH_WARMUP [0.4], BENCH_LIMITS ["3 10"], BENCH_THREADS ["1 3 16 64"],
 # BENCH_SYSTEMS ["raw dbpool dbpool-reset connect zdb mysql2"], BENCH_BUILD_DIR [build-bench],
-# BENCH_NODE_DIR, BENCH_RESULTS [bench/RESULTS.md], BENCH_NO_INSTALL=1 (never apt-get/npm).
+# BENCH_NODE_DIR, BENCH_RESULTS [bench/RESULTS.md], BENCH_NO_INSTALL=1 (never apt-get/npm),
+# BENCH_OVERTAKES ["0 250 1000 4000 16000"] and BENCH_OVT_ROUNDS [2] for the DB_QUEUE_OVERTAKE_US
+# sweep (BENCH_OVERTAKES="" skips it).
 # The fixture's own variables (DBPOOL_TEST_HOST, ...) select an external server instead.
 set -euo pipefail
 umask 022
@@ -38,12 +40,14 @@ WARMUP=${BENCH_WARMUP:-0.4}
 LIMITS=${BENCH_LIMITS:-"3 10"}
 THREADS=${BENCH_THREADS:-"1 3 16 64"}
 SYSTEMS=${BENCH_SYSTEMS:-"raw dbpool dbpool-reset connect zdb mysql2"}
+OVERTAKES=${BENCH_OVERTAKES:-"0 250 1000 4000 16000"}
+OVT_ROUNDS=${BENCH_OVT_ROUNDS:-2}
 NODE_DIR=${BENCH_NODE_DIR:-/tmp/dbpool-bench-node}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 WORK=$BUILD/bench-run
 SRV=$WORK/server
 COMMAND="bash bench/run.sh"
-for v in BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_LIMITS BENCH_THREADS BENCH_SYSTEMS; do
+for v in BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_LIMITS BENCH_THREADS BENCH_SYSTEMS BENCH_OVERTAKES BENCH_OVT_ROUNDS; do
     if [ -n "${!v:-}" ]; then COMMAND="$v=\"${!v}\" $COMMAND"; fi
 done
 
@@ -283,6 +287,40 @@ run_costs() {
     rm -f "$WORK/perf.txt" "$WORK/callgrind.out"
 }
 
+# The throughput/fairness trade of the pool's bounded barging, measured: W1, L = 3, C = 16 and
+# 64, raw beside dbpool with DB_QUEUE_OVERTAKE_US in $OVERTAKES (1000 is the default), rotating
+# in the same way as the grid. Lines "OVT us=<setting> round=<r> RESULT ..." (us=raw for raw).
+run_overtake() {
+    local c r i k n p=0 v out rc sys
+    [ -n "$OVERTAKES" ] || return 0
+    read -r -a sys <<<"raw $OVERTAKES"
+    n=${#sys[@]}
+    say "overtake sweep: W1 L=3 C in {16, 64}, DB_QUEUE_OVERTAKE_US in {$OVERTAKES}"
+    for c in 16 64; do
+        for ((r = 0; r < OVT_ROUNDS; r++)); do
+            for ((i = 0; i < n; i++)); do
+                k=$(((i + p + r) % n))
+                v=${sys[$k]}
+                rc=0
+                if [ "$v" = raw ]; then
+                    out=$(cd "$WORK" && timeout 120 "$BENCH" --system raw --workload w1 --limit 3 --threads "$c" \
+                        --duration "$DURATION" --warmup "$WARMUP" 2>>"$WORK/stderr.log") || rc=$?
+                else
+                    out=$(cd "$WORK" && DB_QUEUE_OVERTAKE_US=$v timeout 120 "$BENCH" --system dbpool --reset 0 \
+                        --workload w1 --limit 3 --threads "$c" --duration "$DURATION" --warmup "$WARMUP" \
+                        2>>"$WORK/stderr.log") || rc=$?
+                fi
+                if [ "$rc" = 0 ] && printf '%s\n' "$out" | grep -q '^RESULT '; then
+                    printf 'OVT us=%s round=%s %s\n' "$v" "$r" "$(printf '%s\n' "$out" | grep '^RESULT ' | sed 's/^RESULT //')" >>"$WORK/overtake.txt"
+                else
+                    warn "overtake $v C=$c round $r: exit $rc (see $WORK/stderr.log)"
+                fi
+            done
+        done
+        p=$((p + 1))
+    done
+}
+
 run_micro() {
     say "micro-benchmark: get+release pairs, no I/O"
     (cd "$WORK" && "$MICRO" --threads 1,2,8,64 --limits same,3 --runs 5 --ms 300) \
@@ -291,7 +329,7 @@ run_micro() {
 
 main() {
     mkdir -p "$WORK"
-    rm -f "$WORK/results.txt" "$WORK/micro.txt" "$WORK/costs.txt" "$WORK/stderr.log"
+    rm -f "$WORK/results.txt" "$WORK/micro.txt" "$WORK/costs.txt" "$WORK/overtake.txt" "$WORK/stderr.log"
     install_deps
     build
     install_mysql2
@@ -303,12 +341,13 @@ main() {
     write_meta
     run_micro
     run_grid
+    run_overtake
     run_costs
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta.txt"
     echo "runtime_s=$(($(date +%s) - T0))" >>"$WORK/meta.txt"
-    touch "$WORK/costs.txt"
+    touch "$WORK/costs.txt" "$WORK/overtake.txt"
     awk -f "$ROOT/bench/report.awk" "$WORK/meta.txt" "$WORK/micro.txt" "$WORK/costs.txt" \
-        "$WORK/results.txt" >"$RESULTS.tmp"
+        "$WORK/overtake.txt" "$WORK/results.txt" >"$RESULTS.tmp"
     mv "$RESULTS.tmp" "$RESULTS"
     say "wrote $RESULTS in $(($(date +%s) - T0)) s (raw lines in $WORK)"
 }

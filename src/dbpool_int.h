@@ -51,6 +51,7 @@ typedef struct dbpool__options {
     unsigned limit;
     unsigned acquire_timeout_ms;
     unsigned queue_limit;          /* 0 = unbounded */
+    unsigned queue_overtake_us;    /* how long the oldest waiter may be overtaken; 0 = FIFO */
     unsigned idle_timeout_ms;
     unsigned max_lifetime_ms;      /* 0 = no limit */
     unsigned validate_after_ms;

@@ -1,6 +1,6 @@
 /*
- * pool.c - the process-wide pool: slots, mutex + per-waiter condition variables, waiters served
- * in arrival order with bounded barging, counters.
+ * pool.c - the process-wide pool: slots, a mutex + a futex word per waiter, waiters served in
+ * arrival order with bounded barging (DB_QUEUE_OVERTAKE_US), counters.
  *
  * Invariants (under P.mu):
  *  - P.open counts every slot that is not FREE (opening, idle, checking, busy, returning,
@@ -12,7 +12,8 @@
  *    published under the lock.
  *  - Only a head-of-queue waiter takes an idle connection or opens a new one among waiters; a
  *    caller that has not queued may take an idle connection (barge) unless the head has waited
- *    longer than STARVE_NS, in which case releases hand connections to it directly.
+ *    longer than P.starve_ns (DB_QUEUE_OVERTAKE_US), in which case releases hand connections
+ *    to it directly.
  *  - Slot arrays are never freed while a slot in them may be borrowed: on close with borrowed
  *    connections the array is retired, and late releases close their slot there.
  *
@@ -32,7 +33,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define STARVE_NS 1000000ull         /* a waiter older than 1 ms gets direct hand-off */
 #define BYPASS_NS 250000000ull       /* reused within 250 ms: no liveness syscall */
 #define BACKOFF_MIN_MS 10u
 #define BACKOFF_MAX_MS 500u /* worst-case recovery after an outage = this + a handshake: < 1 s */
@@ -97,6 +97,7 @@ static struct pool {
     dbpool__budget *budget;
     struct bwaiter *bwait; /* threads waiting for the host budget */
     unsigned epoch; /* incremented by every close */
+    uint64_t starve_ns; /* DB_QUEUE_OVERTAKE_US: a waiter older than this is handed connections */
     struct {
         uint64_t gets, waits, wait_ns_total, wait_ns_max, timeouts, queue_full, created;
         uint64_t closed[5], conn_transient, conn_permanent, leaks;
@@ -300,6 +301,7 @@ static int start_locked(const char *env_file)
     a->budget = b;
     pthread_mutex_lock(&P.mu);
     P.opts = o;
+    P.starve_ns = (uint64_t)o.queue_overtake_us * 1000u;
     P.budget = b;
     atomic_store(&P.arr, a);
     P.bwait = NULL;
@@ -565,7 +567,7 @@ static struct dbpool_conn *take_handed(struct waiter *w)
  * held, except TAKE_HANDED: the connection was handed over, already marked borrowed in our
  * name, and P.mu is not held. Only the head takes idle connections or free slots by itself;
  * the others wait to be handed one or to become the head. A head that is not starving yet
- * sleeps with a timeout at the moment it would (STARVE_NS): a release that pushes a connection
+ * sleeps with a timeout at the moment it would (P.starve_ns): a release that pushes a connection
  * to the idle stack does not wake it, because the releasing thread usually takes it straight
  * back (barging); if nobody does, the head takes it itself at that moment. */
 static int wait_turn(struct dbpool_conn **out, struct getctx *g)
@@ -598,9 +600,9 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
             break;
         }
         uint64_t until = g->deadline;
-        w.timed = P.qhead == &w && now < w.since_ns + STARVE_NS;
-        if (w.timed && w.since_ns + STARVE_NS < until)
-            until = w.since_ns + STARVE_NS;
+        w.timed = P.qhead == &w && now < w.since_ns + P.starve_ns;
+        if (w.timed && w.since_ns + P.starve_ns < until)
+            until = w.since_ns + P.starve_ns;
         struct timespec ts = dbpool__ts(until);
         atomic_store_explicit(&w.word, W_SLEEP, memory_order_relaxed);
         pthread_mutex_unlock(&P.mu);
@@ -627,7 +629,7 @@ static int get_once(struct dbpool_conn **out, struct getctx *g)
     int r = TAKE_NONE;
     if (atomic_load(&P.state) != POOL_RUNNING)
         r = dbpool__fail(DBPOOL_ECLOSED, "the pool is closed");
-    else if (!P.qhead || elapsed(dbpool__now_ns(), P.qhead->since_ns) <= STARVE_NS)
+    else if (!P.qhead || (P.starve_ns && elapsed(dbpool__now_ns(), P.qhead->since_ns) <= P.starve_ns))
         r = try_take(out, now); /* barging allowed while no waiter starves */
     if (r == TAKE_NONE)
         r = wait_turn(out, g);
@@ -757,7 +759,7 @@ static struct waiter *publish(struct dbpool_conn *c, uint64_t now)
     struct waiter *h = P.qhead;
     if (h) {
         uint64_t precise = dbpool__now_ns();
-        if (elapsed(precise, h->since_ns) > STARVE_NS) {
+        if (elapsed(precise, h->since_ns) > P.starve_ns) {
             /* Starvation mode: hand it over, so later arrivals cannot overtake this waiter. */
             dequeue(h);
             h->handed = c;

@@ -20,3 +20,14 @@ if(NOT _dbpool_flags MATCHES "-fsanitize" AND NOT DBPOOL_VALGRIND)
       ${CMAKE_C_COMPILER} ${CMAKE_COMMAND} ${PROJECT_VERSION})
   set_tests_properties(unit.install.consumer PROPERTIES LABELS "unit" TIMEOUT 300)
 endif()
+
+# unit.install.release_build: the library configured and built the way a packager builds it
+# (-DCMAKE_BUILD_TYPE=Release, i.e. -O3) with every warning an error. GCC's -O3 sees things
+# -O2 does not (a "maybe uninitialized" in query.c once broke Release builds while every
+# RelWithDebInfo build was clean).
+if(NOT _dbpool_flags MATCHES "-fsanitize" AND NOT DBPOOL_VALGRIND)
+  add_test(NAME unit.install.release_build
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/install/release_build.sh ${PROJECT_SOURCE_DIR}
+      ${CMAKE_C_COMPILER} ${CMAKE_COMMAND})
+  set_tests_properties(unit.install.release_build PROPERTIES LABELS "unit" TIMEOUT 300)
+endif()

@@ -237,6 +237,40 @@ static void starving_waiter_served_first(void **state)
     dbpool_close();
 }
 
+/* DB_QUEUE_OVERTAKE_US=0: strict arrival order. A thread that releases and asks again at once
+ * queues behind the waiter, however young the waiter is (with the default 1 ms window it would
+ * usually take its connection straight back). */
+static void overtake_zero_is_strict_fifo(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_QUEUE_OVERTAKE_US", "0", 1);
+    static struct order o;
+    memset(&o, 0, sizeof o);
+    for (int round = 0; round < 5; round++) {
+        dbpool_conn *c;
+        assert_int_equal(dbpool_get(&c), 0);
+        o.waiter_seq = o.holder_seq = 0;
+        atomic_store(&o.waiter_waiting, 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, waiter_thread, &o), 0);
+        dbpool_stats s;
+        do { /* the waiter is queued: release at once, while it is microseconds old */
+            sched_yield();
+            assert_int_equal(dbpool_stats_get(&s), 0);
+        } while (s.waiting == 0);
+        dbpool_release(c);
+        assert_int_equal(dbpool_get(&c), 0);
+        o.holder_seq = atomic_fetch_add(&o.seq, 1) + 1;
+        dbpool_release(c);
+        pthread_join(t, NULL);
+        assert_true(o.waiter_seq > 0);
+        assert_true(o.waiter_seq < o.holder_seq);
+    }
+    dbpool_close();
+}
+
 /* A release does not wake a waiter that has waited less than 1 ms (the releasing thread
  * usually takes the connection straight back); when nobody does, the waiters must still get
  * it by themselves, one after the other, each only ever holding it for an instant. If the
@@ -848,6 +882,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(limit_under_contention),
         cmocka_unit_test(starving_waiter_served_first),
         cmocka_unit_test(unclaimed_connection_reaches_waiters),
+        cmocka_unit_test(overtake_zero_is_strict_fifo),
         cmocka_unit_test(killed_idle_replaced),
         cmocka_unit_test(wait_timeout_expiry_invisible),
         cmocka_unit_test(killed_while_borrowed),

@@ -121,7 +121,8 @@ static void expect_in(const char *haystack, const char *needle, const char *what
 /* Every key, as the tests know them independently of config.c's table. */
 static const char *const all_keys[] = {
     "DB_HOST", "DB_PORT", "DB_SOCKET", "DB_USER", "DB_PASSWORD", "DB_NAME",
-    "DB_CONNECTION_LIMIT", "DB_ACQUIRE_TIMEOUT_MS", "DB_QUEUE_LIMIT", "DB_IDLE_TIMEOUT_MS",
+    "DB_CONNECTION_LIMIT", "DB_ACQUIRE_TIMEOUT_MS", "DB_QUEUE_LIMIT", "DB_QUEUE_OVERTAKE_US",
+    "DB_IDLE_TIMEOUT_MS",
     "DB_MAX_LIFETIME_MS", "DB_VALIDATE_AFTER_MS", "DB_RESET_ON_RELEASE", "DB_LEAK_THRESHOLD_MS",
     "DB_CONNECT_TIMEOUT_MS", "DB_READ_TIMEOUT_MS", "DB_WRITE_TIMEOUT_MS",
     "DB_SESSION_WAIT_TIMEOUT_S", "DB_SSL_MODE", "DB_SSL_CA", "DB_SSL_CERT", "DB_SSL_KEY",
@@ -144,6 +145,7 @@ static const char *render(const dbpool__options *o, const char *key, char *buf, 
         {"DB_PORT", NULL, o->port, 1}, {"DB_CONNECTION_LIMIT", NULL, o->limit, 1},
         {"DB_ACQUIRE_TIMEOUT_MS", NULL, o->acquire_timeout_ms, 1},
         {"DB_QUEUE_LIMIT", NULL, o->queue_limit, 1}, {"DB_IDLE_TIMEOUT_MS", NULL, o->idle_timeout_ms, 1},
+        {"DB_QUEUE_OVERTAKE_US", NULL, o->queue_overtake_us, 1},
         {"DB_MAX_LIFETIME_MS", NULL, o->max_lifetime_ms, 1},
         {"DB_VALIDATE_AFTER_MS", NULL, o->validate_after_ms, 1},
         {"DB_RESET_ON_RELEASE", NULL, o->reset_on_release, 1},
@@ -191,7 +193,7 @@ static void defaults_are_the_documented_ones(void **state)
     static const char *const want[][2] = {
         {"DB_HOST", "127.0.0.1"}, {"DB_PORT", "3306"}, {"DB_SOCKET", ""}, {"DB_USER", ""},
         {"DB_PASSWORD", ""}, {"DB_NAME", ""}, {"DB_CONNECTION_LIMIT", "3"},
-        {"DB_ACQUIRE_TIMEOUT_MS", "10000"}, {"DB_QUEUE_LIMIT", "0"},
+        {"DB_ACQUIRE_TIMEOUT_MS", "10000"}, {"DB_QUEUE_LIMIT", "0"}, {"DB_QUEUE_OVERTAKE_US", "1000"},
         {"DB_IDLE_TIMEOUT_MS", "60000"}, {"DB_MAX_LIFETIME_MS", "1800000"},
         {"DB_VALIDATE_AFTER_MS", "5000"}, {"DB_RESET_ON_RELEASE", "0"},
         {"DB_LEAK_THRESHOLD_MS", "60000"}, {"DB_CONNECT_TIMEOUT_MS", "5000"},
@@ -335,7 +337,8 @@ static void accepted_dotenv_forms(void **state)
 static const char *const every_key[][2] = {
     {"DB_HOST", "localhost"}, {"DB_PORT", "3307"}, {"DB_SOCKET", "/tmp/x.sock"},
     {"DB_USER", "u1"}, {"DB_PASSWORD", "p1"}, {"DB_NAME", "d1"}, {"DB_CONNECTION_LIMIT", "7"},
-    {"DB_ACQUIRE_TIMEOUT_MS", "1234"}, {"DB_QUEUE_LIMIT", "55"}, {"DB_IDLE_TIMEOUT_MS", "4321"},
+    {"DB_ACQUIRE_TIMEOUT_MS", "1234"}, {"DB_QUEUE_LIMIT", "55"}, {"DB_QUEUE_OVERTAKE_US", "250"},
+    {"DB_IDLE_TIMEOUT_MS", "4321"},
     {"DB_MAX_LIFETIME_MS", "600000"}, {"DB_VALIDATE_AFTER_MS", "77"},
     {"DB_RESET_ON_RELEASE", "0"}, {"DB_LEAK_THRESHOLD_MS", "9999"},
     {"DB_CONNECT_TIMEOUT_MS", "2000"}, {"DB_READ_TIMEOUT_MS", "3000"},
