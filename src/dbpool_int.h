@@ -176,6 +176,9 @@ struct dbpool_conn {
     bool tls;                    /* [owner] the session is encrypted (SIGPIPE guard needed) */
     int budget_slot;             /* [owner] host-budget slot, -1 if none */
     void *stmt_cache;            /* [owner] query.c's per-connection cache */
+    unsigned lock_errno;         /* [owner] 1213 or 1205 met since dbpool_transaction's attempt
+                                  * began (query.c), 0 if none: decides the retry, whatever
+                                  * the body called after the failure */
     struct dbpool_conn *next;    /* [lock] idle stack link */
     struct dbpool__pool_array *arr;
 };

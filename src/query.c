@@ -12,6 +12,10 @@
  * After an error on a dead connection nothing more is sent on it: its cached statements are
  * freed at once only when Connector/C has already closed the socket (mysql_stmt_close is then
  * local); otherwise they are freed after mysql_close() when the pool closes the connection.
+ *
+ * A cached statement also keeps what a call would otherwise redo: its result columns (names
+ * and fetch buffers, bound once) and copies of its numeric parameters (bound once, values
+ * copied per call); all of it goes with the statement.
  */
 #include "dbpool_int.h"
 
@@ -24,9 +28,10 @@
 #include <errmsg.h>
 #include <mysqld_error.h>
 
-#define CACHE_MAX 32   /* prepared statements kept per connection */
-#define SCRATCH 256    /* first-try fetch buffer per column; longer values are fetched again */
-#define SQL_SHOWN 100  /* bytes of SQL quoted in error messages */
+#define CACHE_MAX 32       /* prepared statements kept per connection */
+#define SCRATCH 256        /* first-try fetch buffer per column; longer values are fetched again */
+#define SQL_SHOWN 100      /* bytes of SQL quoted in error messages */
+#define ROW_TEXT_MAX 65536 /* row text a result reserves up front at most; more grows */
 #define NULL_OFF SIZE_MAX
 
 _Static_assert(sizeof(unsigned long) >= sizeof(size_t), "MYSQL_BIND lengths hold a size_t");
@@ -110,6 +115,8 @@ struct cell {
     size_t len;
 };
 
+/* One allocation holds this header, the cells and the text reserved up front; text that
+ * outgrows it moves to an allocation of its own (data_own). */
 struct dbpool_result {
     size_t rows;
     unsigned cols;
@@ -119,41 +126,53 @@ struct dbpool_result {
     struct cell *cells; /* cols column names, then rows * cols values, row-major */
     char *data;         /* every name and value, each followed by a NUL */
     size_t used, cap;
+    bool data_own;
 };
 
-static dbpool_result *result_new(size_t rows, unsigned cols)
+/* A result of rows x cols cells with room for `text` bytes of text; NULL if out of memory.
+ * The cells are left for the caller to write, every one of them. */
+static dbpool_result *result_alloc(size_t rows, unsigned cols, size_t text)
 {
-    if (cols && rows >= SIZE_MAX / sizeof(struct cell) / cols - 1)
+    if (cols && rows >= (SIZE_MAX - sizeof(dbpool_result)) / sizeof(struct cell) / cols)
         return NULL;
-    dbpool_result *r = calloc(1, sizeof *r);
-    size_t n = (rows + 1) * cols;
-    if (r && n && !(r->cells = malloc(n * sizeof *r->cells))) {
-        free(r);
+    size_t ncells = (rows + 1) * cols, head = sizeof(dbpool_result) + ncells * sizeof(struct cell);
+    if (text > SIZE_MAX - head)
         return NULL;
-    }
-    if (r) {
-        r->rows = rows;
-        r->cols = cols;
-    }
+    dbpool_result *r = malloc(head + text);
+    if (!r)
+        return NULL;
+    *r = (dbpool_result){.rows = rows, .cols = cols, .cap = text};
+    r->cells = (struct cell *)(r + 1);
+    r->data = (char *)(r->cells + ncells);
     return r;
 }
 
+/* Room for `need` bytes of text. The text reserved in the block cannot grow in place: the
+ * first growth copies it out. */
+static bool arena_grow(dbpool_result *r, size_t need)
+{
+    size_t cap = r->cap > 512 ? r->cap : 512;
+    while (cap < need)
+        cap *= 2;
+    char *d = r->data_own ? realloc(r->data, cap) : malloc(cap);
+    if (!d)
+        return false;
+    if (!r->data_own)
+        memcpy(d, r->data, r->used);
+    r->data = d;
+    r->cap = cap;
+    r->data_own = true;
+    return true;
+}
+
 /* Room for len bytes and a NUL at the end of the arena; the offset, or NULL_OFF. */
-static size_t arena_reserve(dbpool_result *r, size_t len)
+static inline size_t arena_reserve(dbpool_result *r, size_t len)
 {
     if (len > SIZE_MAX / 2 - r->used)
         return NULL_OFF;
     size_t need = r->used + len + 1;
-    if (need > r->cap) {
-        size_t cap = r->cap ? r->cap : 1024;
-        while (cap < need)
-            cap *= 2;
-        char *d = realloc(r->data, cap);
-        if (!d)
-            return NULL_OFF;
-        r->data = d;
-        r->cap = cap;
-    }
+    if (need > r->cap && !arena_grow(r, need))
+        return NULL_OFF;
     size_t off = r->used;
     r->data[off + len] = '\0';
     r->used = need;
@@ -161,7 +180,7 @@ static size_t arena_reserve(dbpool_result *r, size_t len)
 }
 
 /* Store a copy of p[0..len) (p NULL: SQL NULL) as cell idx. */
-static int put_cell(dbpool_result *r, size_t idx, const void *p, size_t len)
+static inline int put_cell(dbpool_result *r, size_t idx, const void *p, size_t len)
 {
     struct cell *x = &r->cells[idx];
     x->off = NULL_OFF;
@@ -181,15 +200,15 @@ void dbpool_result_free(dbpool_result *r)
 {
     if (!r)
         return;
-    free(r->cells);
-    free(r->data);
+    if (r->data_own)
+        free(r->data);
     free(r);
 }
 
 dbpool_result *dbpool__result_make(size_t rows, unsigned cols, const char *const *names,
                                    const char *const *values, const size_t *lens)
 {
-    dbpool_result *r = result_new(rows, cols);
+    dbpool_result *r = result_alloc(rows, cols, 64); /* small results fit, larger ones grow */
     if (!r)
         return NULL;
     for (unsigned j = 0; j < cols; j++)
@@ -276,7 +295,8 @@ static int convert_fail(const char *v, size_t row, unsigned col, const char *wha
 
 /* The cell as a candidate number: present, not NULL, no embedded NUL, and starting with a
  * digit or '.', after an optional sign ('-' only when `minus`): strto* would skip leading
- * blanks, and accept "-1" as an unsigned number, neither of which is "entirely a number". */
+ * blanks, and accept "-1" as an unsigned number, neither of which is "entirely a number".
+ * *v is set on success only (callers initialise it: GCC -O3 warns otherwise). */
 static int number_text(const dbpool_result *r, size_t row, unsigned col, const void *out,
                        bool minus, const char *what, const char **v)
 {
@@ -298,31 +318,45 @@ static int number_text(const dbpool_result *r, size_t row, unsigned col, const v
     return 0;
 }
 
+/* The value of the decimal digits at s (one or more, and nothing else up to the NUL) when it
+ * is at most max. */
+static bool digits_value(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t x = 0;
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (d > 9 || x > (max - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    *out = x;
+    return true;
+}
+
 int dbpool_result_int64(const dbpool_result *r, size_t row, unsigned col, int64_t *out)
 {
-    const char *v;
+    const char *v = NULL;
     int rc = number_text(r, row, col, out, true, "a 64-bit integer", &v);
     if (rc != 0)
         return rc;
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (*end != '\0' || errno == ERANGE || *v == '.')
+    bool neg = *v == '-';
+    uint64_t x;
+    if (!digits_value(v + (neg || *v == '+'), neg ? (uint64_t)INT64_MAX + 1 : INT64_MAX, &x))
         return convert_fail(v, row, col, "a 64-bit integer (or out of range)");
-    *out = x;
+    *out = !neg ? (int64_t)x : x == 0 ? 0 : -(int64_t)(x - 1) - 1;
     return 0;
 }
 
 int dbpool_result_uint64(const dbpool_result *r, size_t row, unsigned col, uint64_t *out)
 {
-    const char *v;
+    const char *v = NULL;
     int rc = number_text(r, row, col, out, false, "an unsigned 64-bit integer", &v);
     if (rc != 0)
         return rc;
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (*end != '\0' || errno == ERANGE || *v == '.')
+    uint64_t x;
+    if (!digits_value(v + (*v == '+'), UINT64_MAX, &x))
         return convert_fail(v, row, col, "an unsigned 64-bit integer (or out of range)");
     *out = x;
     return 0;
@@ -330,7 +364,7 @@ int dbpool_result_uint64(const dbpool_result *r, size_t row, unsigned col, uint6
 
 int dbpool_result_double(const dbpool_result *r, size_t row, unsigned col, double *out)
 {
-    const char *v;
+    const char *v = NULL;
     int rc = number_text(r, row, col, out, true, "a number", &v);
     if (rc != 0)
         return rc;
@@ -349,12 +383,32 @@ int dbpool_result_double(const dbpool_result *r, size_t row, unsigned col, doubl
 
 /* ---- statement cache ---------------------------------------------------------------------- */
 
+/* A statement's result columns as Connector/C last described them, and the buffers bound to
+ * them, one block: names, fetch binding (binds, lengths, flags, SCRATCH bytes per column). */
+struct shape {
+    unsigned cols;
+    size_t names_len;        /* bytes of `names`: each name followed by a NUL */
+    size_t row_text;         /* text to reserve per row in the next result (learned) */
+    struct cell *name_cells; /* where each name is in `names` */
+    char *names;
+    MYSQL_BIND *b;
+    unsigned long *len;
+    my_bool *nul, *err;
+    char *scratch;
+};
+
+/* shape and pvals are allocations of their own: Connector/C holds pointers into them, and
+ * entries move within the cache's array. */
 struct centry {
     MYSQL_STMT *st;
     char *sql;
     size_t len;
     uint64_t hash;
-    uint64_t used; /* tick of the last use: the smallest is evicted */
+    uint64_t used;       /* tick of the last use: the smallest is evicted */
+    struct shape *shape; /* bound to st's results; NULL until a result set is read */
+    bool multi;          /* has returned several result sets: shape is redone every time */
+    dbpool_param *pvals; /* copies of the parameters, where they are bound when pbound */
+    bool pbound;
 };
 
 struct scache {
@@ -363,12 +417,23 @@ struct scache {
     struct centry e[CACHE_MAX];
 };
 
+/* A filter for cache_find, 8 bytes per step (a partial last step reads the 8 bytes that end
+ * the text); a match is confirmed with memcmp. */
 static uint64_t sql_hash(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return h;
+    uint64_t h = 0xcbf29ce484222325ull ^ n, w = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    if (n >= 8 && i < n)
+        memcpy(&w, s + n - 8, 8);
+    else
+        for (w = 0; i < n; i++)
+            w = w << 8 | (unsigned char)s[i];
+    h = (h ^ w) * 0x100000001b3ull;
+    return h ^ (h >> 32);
 }
 
 static void entry_free(struct centry *e)
@@ -376,6 +441,8 @@ static void entry_free(struct centry *e)
     if (e->st)
         mysql_stmt_close(e->st); /* COM_STMT_CLOSE, or only local once the handle is gone */
     free(e->sql);
+    free(e->shape);
+    free(e->pvals);
     memset(e, 0, sizeof *e);
 }
 
@@ -436,8 +503,17 @@ static void stmt_drop(struct dbpool_conn *c, MYSQL_STMT *st)
 
 /* Record a failed statement call; the statement is dropped (closing it also discards whatever
  * the server still had to send), or on a dead connection nothing more is sent. */
+/* A deadlock or lock wait timeout on c, for dbpool_transaction's retry decision: kept on the
+ * connection, because the thread's last error is whatever the body did last. */
+static void note_lock_error(struct dbpool_conn *c, unsigned e)
+{
+    if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT)
+        c->lock_errno = e;
+}
+
 static int stmt_failed(struct dbpool_conn *c, MYSQL_STMT *st, const char *what, const char *sql)
 {
+    note_lock_error(c, mysql_stmt_errno(st));
     int code = conn_lost(c, mysql_stmt_errno(st)) ? DBPOOL_ECONNLOST : DBPOOL_EQUERY;
     if (mysql_stmt_errno(st) == CR_NEW_STMT_METADATA) {
         dbpool__fail_server(code, CR_NEW_STMT_METADATA, "%s \"%.*s%s\": the result columns "
@@ -471,8 +547,9 @@ static int prepare(struct dbpool_conn *c, const char *sql, size_t len, MYSQL_STM
     return 0;
 }
 
-/* The prepared statement for `sql` on c: from the cache, or prepared and cached. */
-static int stmt_for(struct dbpool_conn *c, const char *sql, MYSQL_STMT **out)
+/* The cache entry of the prepared statement for `sql` on c: found, or prepared and added. The
+ * pointer is valid until the cache changes (an entry removed or added). */
+static int stmt_for(struct dbpool_conn *c, const char *sql, struct centry **out)
 {
     struct scache *k = c->stmt_cache;
     if (!k && !(k = c->stmt_cache = calloc(1, sizeof *k)))
@@ -482,7 +559,7 @@ static int stmt_for(struct dbpool_conn *c, const char *sql, MYSQL_STMT **out)
     struct centry *e = cache_find(k, sql, len, h);
     if (e && e->st->mysql == c->mysql) {
         e->used = ++k->tick;
-        *out = e->st;
+        *out = e;
         return 0;
     }
     if (e) /* detached by a reset or change_user on the raw handle: only freed locally */
@@ -499,7 +576,7 @@ static int stmt_for(struct dbpool_conn *c, const char *sql, MYSQL_STMT **out)
     memcpy(copy, sql, len + 1);
     e = cache_slot(k);
     *e = (struct centry){.st = st, .sql = copy, .len = len, .hash = h, .used = ++k->tick};
-    *out = st;
+    *out = e;
     return 0;
 }
 
@@ -534,14 +611,42 @@ static int bind_one(MYSQL_BIND *b, const dbpool_param *p, size_t i)
     }
 }
 
-static int bind_params(MYSQL_STMT *st, const dbpool_param *p, size_t n, const char *sql)
+/* Numbers and NULLs are bound where e->pvals holds copies of them: while later calls pass the
+ * same types, only the values are copied (Connector/C reads them at each execution). Text and
+ * blobs are bound where the caller has them, on every call. */
+static bool params_copyable(const dbpool_param *p, size_t n)
 {
-    unsigned long want = mysql_stmt_param_count(st);
+    for (size_t i = 0; i < n; i++)
+        if (p[i].type != DBPOOL_TYPE_NULL && p[i].type != DBPOOL_TYPE_INT64 &&
+            p[i].type != DBPOOL_TYPE_UINT64 && p[i].type != DBPOOL_TYPE_DOUBLE)
+            return false;
+    return true;
+}
+
+static bool params_reuse(struct centry *e, const dbpool_param *p, size_t n)
+{
+    if (!e->pbound)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i].type != e->pvals[i].type)
+            return false;
+    memcpy(e->pvals, p, n * sizeof *p);
+    return true;
+}
+
+static int bind_params(struct centry *e, const dbpool_param *p, size_t n, const char *sql)
+{
+    unsigned long want = mysql_stmt_param_count(e->st);
     if (want != n)
         return dbpool__fail(DBPOOL_EINVAL, "\"%.*s%s\" has %lu placeholders but %zu parameters "
                             "were given", sql_shown(sql), sql, sql_more(sql), want, n);
-    if (n == 0)
+    if (n == 0 || params_reuse(e, p, n))
         return 0;
+    e->pbound = false;
+    if (params_copyable(p, n) && (e->pvals || (e->pvals = malloc(n * sizeof *p)))) {
+        memcpy(e->pvals, p, n * sizeof *p);
+        p = e->pvals;
+    }
     MYSQL_BIND local[16], *b = n <= 16 ? local : calloc(n, sizeof *b);
     if (!b)
         return dbpool__fail(DBPOOL_ENOMEM, "binding %zu parameters", n);
@@ -550,82 +655,125 @@ static int bind_params(MYSQL_STMT *st, const dbpool_param *p, size_t n, const ch
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = bind_one(&b[i], &p[i], i);
     /* Connector/C copies the binds; the values are read from p during mysql_stmt_execute. */
-    if (rc == 0 && mysql_stmt_bind_param(st, b))
-        rc = fail_stmt(DBPOOL_EINVAL, st, "binding the parameters of", sql);
+    if (rc == 0 && mysql_stmt_bind_param(e->st, b))
+        rc = fail_stmt(DBPOOL_EINVAL, e->st, "binding the parameters of", sql);
+    e->pbound = rc == 0 && p == e->pvals;
     if (b != local)
         free(b);
     return rc;
 }
 
-/* Prepare (or find) and execute; *out is the executed statement, owned by the cache. */
+/* Prepare (or find) and execute; *out is the cache entry of the executed statement. */
 static int execute(struct dbpool_conn *c, const char *sql, const dbpool_param *p, size_t n,
-                   MYSQL_STMT **out)
+                   struct centry **out)
 {
     for (int attempt = 0;; attempt++) {
-        MYSQL_STMT *st = NULL;
-        int rc = stmt_for(c, sql, &st);
+        struct centry *e = NULL;
+        int rc = stmt_for(c, sql, &e);
         if (rc == 0)
-            rc = bind_params(st, p, n, sql);
+            rc = bind_params(e, p, n, sql);
         if (rc != 0)
             return rc;
-        if (mysql_stmt_execute(st) == 0) {
-            *out = st;
+        if (mysql_stmt_execute(e->st) == 0) {
+            *out = e;
             return 0;
         }
         /* 1615: the server did not execute; prepare again, once. */
-        if (mysql_stmt_errno(st) == ER_NEED_REPREPARE && attempt == 0) {
-            stmt_drop(c, st);
+        if (mysql_stmt_errno(e->st) == ER_NEED_REPREPARE && attempt == 0) {
+            stmt_drop(c, e->st);
             continue;
         }
-        return stmt_failed(c, st, "executing", sql);
+        return stmt_failed(c, e->st, "executing", sql);
     }
 }
 
 /* ---- reading results ------------------------------------------------------------------------ */
 
-/* Fetch buffers for one row: binds, lengths, flags and SCRATCH bytes per column, one block. */
-struct fetchbuf {
-    MYSQL_BIND *b;
-    unsigned long *len;
-    my_bool *nul, *err;
-    char *scratch;
-};
+static unsigned name_len(const MYSQL_FIELD *f) { return f->name ? f->name_length : 0; }
 
-static int fetchbuf_init(struct fetchbuf *f, unsigned n)
+/* A zeroed shape of n columns with room for names_len bytes of names, its buffers laid out for
+ * binding (every type as text: Connector/C converts numbers, dates and decimals). */
+static struct shape *shape_alloc(unsigned n, size_t names_len)
 {
-    size_t per = sizeof(MYSQL_BIND) + sizeof(unsigned long) + 2 * sizeof(my_bool) + SCRATCH;
-    char *m = calloc(n, per);
-    if (!m)
-        return dbpool__fail(DBPOOL_ENOMEM, "fetch buffers for %u columns", n);
-    f->b = (MYSQL_BIND *)m;
-    f->len = (unsigned long *)(m + n * sizeof(MYSQL_BIND));
-    f->nul = (my_bool *)(f->len + n);
-    f->err = f->nul + n;
-    f->scratch = (char *)(f->err + n);
+    size_t per = sizeof(MYSQL_BIND) + sizeof(struct cell) + sizeof(unsigned long) +
+                 2 * sizeof(my_bool) + SCRATCH;
+    struct shape *s = calloc(1, sizeof *s + n * per + names_len);
+    if (!s)
+        return NULL;
+    *s = (struct shape){.cols = n, .names_len = names_len, .row_text = 32 * (size_t)n};
+    s->b = (MYSQL_BIND *)(s + 1);
+    s->name_cells = (struct cell *)(s->b + n);
+    s->len = (unsigned long *)(s->name_cells + n);
+    s->nul = (my_bool *)(s->len + n);
+    s->err = s->nul + n;
+    s->scratch = (char *)(s->err + n);
+    s->names = s->scratch + (size_t)n * SCRATCH;
     for (unsigned j = 0; j < n; j++) {
-        /* Every type as text: Connector/C converts numbers, dates and decimals. */
-        f->b[j].buffer_type = MYSQL_TYPE_STRING;
-        f->b[j].buffer = f->scratch + (size_t)j * SCRATCH;
-        f->b[j].buffer_length = SCRATCH;
-        f->b[j].length = &f->len[j];
-        f->b[j].is_null = &f->nul[j];
-        f->b[j].error = &f->err[j];
+        s->b[j].buffer_type = MYSQL_TYPE_STRING;
+        s->b[j].buffer = s->scratch + (size_t)j * SCRATCH;
+        s->b[j].buffer_length = SCRATCH;
+        s->b[j].length = &s->len[j];
+        s->b[j].is_null = &s->nul[j];
+        s->b[j].error = &s->err[j];
     }
-    return 0;
+    return s;
 }
 
-static int set_names(MYSQL_STMT *st, dbpool_result *r, const char *sql)
+/* The shape of st's current result set: its column names read, its buffers bound. */
+static int shape_new(MYSQL_STMT *st, unsigned n, const char *sql, struct shape **out)
 {
     MYSQL_RES *meta = mysql_stmt_result_metadata(st);
     if (!meta)
         return fail_stmt(DBPOOL_EQUERY, st, "reading the column names of", sql);
-    int rc = 0;
-    for (unsigned j = 0; j < r->cols && rc == 0; j++) {
-        MYSQL_FIELD *f = mysql_fetch_field_direct(meta, j);
-        rc = put_cell(r, j, f->name ? f->name : "", f->name ? f->name_length : 0);
+    size_t names_len = 0;
+    for (unsigned j = 0; j < n; j++)
+        names_len += name_len(mysql_fetch_field_direct(meta, j)) + 1;
+    struct shape *s = shape_alloc(n, names_len);
+    if (!s) {
+        mysql_free_result(meta);
+        return dbpool__fail(DBPOOL_ENOMEM, "fetch buffers for %u columns", n);
+    }
+    size_t off = 0;
+    for (unsigned j = 0; j < n; j++) {
+        const MYSQL_FIELD *f = mysql_fetch_field_direct(meta, j);
+        unsigned len = name_len(f);
+        memcpy(s->names + off, f->name ? f->name : "", len); /* the NUL is there (calloc) */
+        s->name_cells[j] = (struct cell){.off = off, .len = len};
+        off += len + 1;
     }
     mysql_free_result(meta);
+    if (mysql_stmt_bind_result(st, s->b)) {
+        free(s);
+        return fail_stmt(DBPOOL_EQUERY, st, "binding the result of", sql);
+    }
+    *out = s;
+    return 0;
+}
+
+/* The shape of e's current result set. Connector/C keeps a statement's result binding across
+ * executions while it returns one result set of the same columns (the names it reports do not
+ * change then either, types may: every column is fetched as text); it replaces the binding for
+ * each set of a statement that returns several, and says so in bind_result_done. */
+static int shape_for(struct centry *e, unsigned ncols, const char *sql, struct shape **out)
+{
+    struct shape *s = e->shape;
+    if (s && s->cols == ncols && !e->multi && e->st->bind_result_done) {
+        *out = s;
+        return 0;
+    }
+    free(s);
+    e->shape = NULL;
+    int rc = shape_new(e->st, ncols, sql, &e->shape);
+    *out = e->shape;
     return rc;
+}
+
+/* Text to reserve for a result of `rows` rows: the names, and rows as wide as the widest of
+ * the previous result (a little more), up to ROW_TEXT_MAX. */
+static size_t text_guess(const struct shape *s, size_t rows)
+{
+    size_t t = rows > ROW_TEXT_MAX / s->row_text ? ROW_TEXT_MAX : rows * s->row_text;
+    return s->names_len + t;
 }
 
 /* A value longer than its scratch buffer: fetch it whole, straight into the arena. */
@@ -653,16 +801,16 @@ static int fetch_long(MYSQL_STMT *st, dbpool_result *r, unsigned col, size_t len
     return 0;
 }
 
-static int store_row(MYSQL_STMT *st, dbpool_result *r, const struct fetchbuf *f, size_t row,
+static int store_row(MYSQL_STMT *st, dbpool_result *r, const struct shape *s, size_t row,
                      const char *sql)
 {
     for (unsigned j = 0; j < r->cols; j++) {
-        size_t idx = (row + 1) * r->cols + j, len = f->len[j], off;
+        size_t idx = (row + 1) * r->cols + j, len = s->len[j], off;
         int rc;
-        if (f->nul[j])
+        if (s->nul[j])
             rc = put_cell(r, idx, NULL, 0);
-        else if (len <= SCRATCH && !f->err[j])
-            rc = put_cell(r, idx, f->b[j].buffer, len);
+        else if (len <= SCRATCH && !s->err[j])
+            rc = put_cell(r, idx, s->b[j].buffer, len);
         else if ((rc = fetch_long(st, r, j, len, &off, sql)) == 0)
             r->cells[idx] = (struct cell){.off = off, .len = len};
         if (rc != 0)
@@ -671,46 +819,54 @@ static int store_row(MYSQL_STMT *st, dbpool_result *r, const struct fetchbuf *f,
     return 0;
 }
 
-static int fill_rows(MYSQL_STMT *st, dbpool_result *r, const char *sql)
+/* Fetch every stored row into r (names already in), through s's buffers. */
+static int fill_rows(MYSQL_STMT *st, dbpool_result *r, struct shape *s, const char *sql)
 {
-    struct fetchbuf f = {0};
-    int rc = fetchbuf_init(&f, r->cols);
-    if (rc != 0)
-        return rc;
-    if (mysql_stmt_bind_result(st, f.b))
-        rc = fail_stmt(DBPOOL_EQUERY, st, "binding the result of", sql);
-    size_t row = 0;
+    size_t row = 0, widest = 0;
+    int rc = 0;
     while (rc == 0) {
         int x = mysql_stmt_fetch(st);
         if (x == MYSQL_NO_DATA)
             break;
+        size_t before = r->used;
         if (x != 0 && x != MYSQL_DATA_TRUNCATED)
             rc = fail_stmt(DBPOOL_EQUERY, st, "fetching a row of", sql);
         else if (row >= r->rows)
             rc = dbpool__fail(DBPOOL_EQUERY, "\"%.*s%s\": more rows than stored", sql_shown(sql),
                               sql, sql_more(sql));
         else
-            rc = store_row(st, r, &f, row++, sql);
+            rc = store_row(st, r, s, row++, sql);
+        if (r->used - before > widest)
+            widest = r->used - before;
     }
     r->rows = row; /* equal to the stored count unless an error stopped early */
-    free(f.b);
+    if (rc == 0 && row > 0)
+        s->row_text = widest + widest / 4 + 8;
     return rc;
 }
 
 /* Copy the stored result set (if any) and the statement's counters into a new result. */
-static int build_result(MYSQL_STMT *st, unsigned ncols, const char *sql, dbpool_result **out)
+static int build_result(struct centry *e, unsigned ncols, const char *sql, dbpool_result **out)
 {
+    MYSQL_STMT *st = e->st;
+    struct shape *s = NULL;
+    int rc = ncols ? shape_for(e, ncols, sql, &s) : 0;
+    if (rc != 0)
+        return rc;
     size_t nrows = ncols ? (size_t)mysql_stmt_num_rows(st) : 0;
-    dbpool_result *r = result_new(nrows, ncols);
+    dbpool_result *r = result_alloc(nrows, ncols, s ? text_guess(s, nrows) : 0);
     if (!r)
         return dbpool__fail(DBPOOL_ENOMEM, "allocating a result of %zu rows x %u columns", nrows,
                             ncols);
     r->affected = mysql_stmt_affected_rows(st);
     r->insert_id = mysql_stmt_insert_id(st);
     r->warnings = (unsigned)mysql_stmt_warning_count(st);
-    int rc = 0;
-    if (ncols && (rc = set_names(st, r, sql)) == 0)
-        rc = fill_rows(st, r, sql);
+    if (s) {
+        memcpy(r->cells, s->name_cells, ncols * sizeof *r->cells);
+        memcpy(r->data, s->names, s->names_len);
+        r->used = s->names_len;
+        rc = fill_rows(st, r, s, sql);
+    }
     if (rc != 0) {
         dbpool_result_free(r);
         return rc;
@@ -743,14 +899,17 @@ static int drain_more(MYSQL_STMT *st)
     return 0;
 }
 
-static int read_result(struct dbpool_conn *c, MYSQL_STMT *st, const char *sql,
+static int read_result(struct dbpool_conn *c, struct centry *e, const char *sql,
                        dbpool_result **out)
 {
+    MYSQL_STMT *st = e->st;
     unsigned ncols = mysql_stmt_field_count(st);
     if (ncols && mysql_stmt_store_result(st) != 0)
         return stmt_failed(c, st, "reading the result of", sql);
+    if (mysql_stmt_more_results(st))
+        e->multi = true; /* several result sets (CALL): see shape_for */
     dbpool_result *r = NULL;
-    int rc = out ? build_result(st, ncols, sql, &r) : 0;
+    int rc = out ? build_result(e, ncols, sql, &r) : 0;
     if (rc != 0) {
         stmt_drop(c, st); /* discards what the server still has to send */
         return rc;
@@ -787,11 +946,11 @@ int dbpool_conn_query(dbpool_conn *conn, dbpool_result **out, const char *sql,
         return rc;
     if (!sql || (nparams && !params))
         return dbpool__fail(DBPOOL_EINVAL, "dbpool_conn_query: %s is NULL", sql ? "params" : "sql");
-    MYSQL_STMT *st = NULL;
+    struct centry *e = NULL;
     dbpool__sigpipe sp;
     dbpool__sigpipe_block(&sp, c);
-    if ((rc = execute(c, sql, params, nparams, &st)) == 0)
-        rc = read_result(c, st, sql, out);
+    if ((rc = execute(c, sql, params, nparams, &e)) == 0)
+        rc = read_result(c, e, sql, out);
     dbpool__sigpipe_restore(&sp);
     return rc;
 }
@@ -822,6 +981,7 @@ int dbpool_query(dbpool_result **out, const char *sql, const dbpool_param *param
 
 static int plain_failed(struct dbpool_conn *c, const char *sql)
 {
+    note_lock_error(c, mysql_errno(c->mysql));
     int code = conn_lost(c, mysql_errno(c->mysql)) ? DBPOOL_ECONNLOST : DBPOOL_EQUERY;
     char what[SQL_SHOWN + 32];
     snprintf(what, sizeof what, "running \"%.*s%s\"", sql_shown(sql), sql, sql_more(sql));
@@ -928,6 +1088,7 @@ static void rollback_keep_error(struct dbpool_conn *c, int code)
 static int txn_attempt(dbpool_conn *conn, dbpool_txn_fn fn, void *ud)
 {
     struct dbpool_conn *c = conn;
+    c->lock_errno = 0;
     int rc = txn(c, T_BEGIN);
     if (rc != 0)
         return rc;
@@ -938,12 +1099,13 @@ static int txn_attempt(dbpool_conn *conn, dbpool_txn_fn fn, void *ud)
     return rc;
 }
 
-/* Deadlock or lock wait timeout on a live connection: the whole transaction may run again. */
+/* A statement of this attempt met a deadlock or lock wait timeout, the body (or the commit)
+ * failed with DBPOOL_EQUERY, and the connection is alive: the whole transaction may run again.
+ * Decided from the connection, not from the thread's last error, which a body that calls
+ * anything after the failed statement (a log call, a result accessor) has replaced. */
 static bool retryable(const struct dbpool_conn *c, int rc)
 {
-    unsigned e = dbpool_last_server_errno();
-    return rc == DBPOOL_EQUERY && !c->discard &&
-           (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT);
+    return rc == DBPOOL_EQUERY && !c->discard && c->lock_errno != 0;
 }
 
 static void retry_pause(void)
@@ -978,9 +1140,12 @@ int dbpool_transaction(dbpool_txn_fn fn, void *userdata, unsigned max_attempts,
     }
     saved_err s;
     if (rc != 0 && retryable(conn, rc)) {
+        unsigned e = conn->lock_errno;
         err_save(&s, rc);
-        rc = dbpool__fail_server(DBPOOL_ERETRIES, s.server_errno, "transaction gave up after %u "
-                                 "attempts; last failure: %s", n, err_detail(&s));
+        rc = dbpool__fail_server(DBPOOL_ERETRIES, e, "transaction gave up after %u attempts; last "
+                                 "failure: %s", n, s.server_errno == e ? err_detail(&s)
+                                 : e == ER_LOCK_DEADLOCK ? "deadlock (server error 1213)"
+                                 : "lock wait timeout (server error 1205)");
     }
     if (rc != 0)
         err_save(&s, rc);

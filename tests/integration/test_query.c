@@ -2,7 +2,8 @@
  * test_query.c - dbpool_query and friends against a real server: every parameter and column
  * type, injection safety, conversion errors, statement errors, a connection killed
  * mid-statement, transactions (commit, rollback, a provoked deadlock retried, lock wait
- * timeouts exhausted), and the statement cache (prepared once, bounded LRU, cleared on reset).
+ * timeouts exhausted), and the statement cache (prepared once, bounded LRU, cleared on reset;
+ * reused across parameter types, result shapes, altered column types and result sizes).
  *
  * Server-side facts (what was stored, how often a statement was prepared, which sessions exist)
  * are read on the server: through an admin connection, or through the session's own status
@@ -843,12 +844,61 @@ static void transaction_retries_exhausted(void **state)
     dbpool_close();
 }
 
+/* Like wait_for_lock, but after the failed statement the body calls something else that fails
+ * (a result accessor on no result): the thread's last error is no longer the lock wait
+ * timeout. The retry must still happen: it is decided from the connection. */
+static int wait_for_lock_then_look_elsewhere(dbpool_conn *c, void *ud)
+{
+    int rc = wait_for_lock(c, ud);
+    if (rc != 0) {
+        int64_t v;
+        assert_int_equal(dbpool_result_int64(NULL, 0, 0, &v), DBPOOL_ERANGE);
+        assert_int_equal(dbpool_last_server_errno(), 0);
+    }
+    return rc;
+}
+
+static int bad_syntax(dbpool_conn *c, void *ud)
+{
+    (void)ud;
+    return dbpool_conn_exec(c, "SELEC 1");
+}
+
+static void transaction_retry_survives_later_calls(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.q_locks", db());
+    tu_exec(a, "CREATE TABLE %s.q_locks (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", db());
+    tu_exec(a, "INSERT INTO %s.q_locks VALUES (1, 0)", db());
+    tu_exec(a, "START TRANSACTION");
+    tu_exec(a, "UPDATE %s.q_locks SET n = 100 WHERE id = 1", db()); /* holds the row */
+    int calls = 0;
+    unsigned attempts = 0;
+    assert_int_equal(dbpool_transaction(wait_for_lock_then_look_elsewhere, &calls, 2, &attempts),
+                     DBPOOL_ERETRIES);
+    assert_int_equal(attempts, 2);
+    assert_int_equal(calls, 2);
+    assert_int_equal(dbpool_last_server_errno(), 1205);
+    assert_non_null(strstr(dbpool_last_error(), "1205"));
+    tu_exec(a, "ROLLBACK");
+    assert_int_equal(tu_scalar(a, "SELECT n FROM %s.q_locks WHERE id = 1", db()), 0);
+    /* The next transaction (the same, only connection) fails otherwise: the lock error of the
+     * previous one must not make it retried. */
+    assert_int_equal(dbpool_transaction(bad_syntax, NULL, 3, &attempts), DBPOOL_EQUERY);
+    assert_int_equal(attempts, 1);
+    assert_int_equal(dbpool_last_server_errno(), 1064);
+    assert_int_equal(stats().closed_broken, 0);
+    mysql_close(a);
+    dbpool_close();
+}
+
 /* ---- statement cache ------------------------------------------------------------------------ */
 
 /* One parameterised statement through dbpool_query, 10,000 times: prepared once per connection.
- * The cache lives as long as the session: DB_RESET_ON_RELEASE (the default) resets the session
- * on every release, which frees its statements on the server (cache_cleared_on_reset), so the
- * pool keeps sessions across borrows here. */
+ * The cache lives as long as the session: DB_RESET_ON_RELEASE=1 resets the session on every
+ * release, which frees its statements on the server (cache_cleared_on_reset); it is off here
+ * (as by default), so the pool keeps sessions across borrows. */
 static void cache_prepares_once(void **state)
 {
     (void)state;
@@ -984,6 +1034,218 @@ static void cache_cleared_on_reset(void **state)
     dbpool_close();
 }
 
+/* The value of a one-row result's cell as expected: `want` NULL for SQL NULL. */
+static void check_cell(const dbpool_result *r, size_t row, unsigned col, const void *want,
+                       size_t want_len)
+{
+    size_t len = 99;
+    const char *v = dbpool_result_text(r, row, col, &len);
+    if (!want) {
+        assert_null(v);
+        assert_int_equal(dbpool_result_is_null(r, row, col), 1);
+        return;
+    }
+    assert_non_null(v);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(v, want, want_len);
+    assert_int_equal(v[len], 0);
+}
+
+/* One cached statement, its parameter changing type from call to call (numbers are bound once
+ * and only their values copied while the types stay; text is bound where the caller has it):
+ * NULL, long (past the fetch buffer), binary and empty values in between. */
+static void cache_parameters_change_type(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    static char long_text[1000];
+    memset(long_text, 'L', sizeof long_text - 1);
+    const struct {
+        dbpool_param p;
+        const void *want;
+        size_t len;
+    } cases[] = {
+        {dbpool_param_int64(5), "5", 1},
+        {dbpool_param_int64(-7), "-7", 2},
+        {dbpool_param_null(), NULL, 0},
+        {dbpool_param_int64(8), "8", 1},
+        {dbpool_param_uint64(UINT64_MAX), "18446744073709551615", 20},
+        {dbpool_param_text(long_text), long_text, sizeof long_text - 1},
+        {dbpool_param_int64(42), "42", 2},
+        {dbpool_param_blob(BIN, sizeof BIN), BIN, sizeof BIN},
+        {dbpool_param_text(""), "", 0},
+        {dbpool_param_null(), NULL, 0},
+        {dbpool_param_int64(INT64_MIN), "-9223372036854775808", 20},
+        {dbpool_param_int64(43), "43", 2},
+    };
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    long long p0 = sess_status(c, "Com_stmt_prepare");
+    for (unsigned round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            dbpool_result *r;
+            must_conn(c, &r, "SELECT ? AS v, 1 AS one", &cases[i].p, 1);
+            assert_int_equal(dbpool_result_rows(r), 1);
+            assert_string_equal(dbpool_result_column_name(r, 0), "v");
+            assert_string_equal(dbpool_result_column_name(r, 1), "one");
+            check_cell(r, 0, 0, cases[i].want, cases[i].len);
+            assert_true(get_i64(r, 0, 1) == 1);
+            dbpool_result_free(r);
+        }
+        /* Two numbers, then the same types again: the values are the new ones. */
+        for (int k = 0; k < 3; k++) {
+            dbpool_param p[] = {dbpool_param_double(k + 0.5), dbpool_param_int64(k * 10)};
+            dbpool_result *r;
+            double d;
+            must_conn(c, &r, "SELECT ? AS d, ? + 1 AS i", p, 2);
+            assert_int_equal(dbpool_result_double(r, 0, 0, &d), 0);
+            assert_true(d == k + 0.5);
+            assert_true(get_i64(r, 0, 1) == k * 10 + 1);
+            dbpool_result_free(r);
+        }
+    }
+    assert_int_equal(sess_status(c, "Com_stmt_prepare") - p0, 2);
+    dbpool_release(c);
+    assert_int_equal(stats().closed_broken, 0);
+    mysql_close(a);
+    dbpool_close();
+}
+
+/* A procedure whose first result set changes shape with its argument, through one cached
+ * statement: every call gets its own columns and values, never those of the call before. */
+static void cache_call_result_shapes(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    tu_exec(a, "DROP PROCEDURE IF EXISTS %s.q_shape", db());
+    tu_exec(a, "CREATE PROCEDURE %s.q_shape(k INT) BEGIN IF k = 1 THEN SELECT 1 AS one; "
+               "ELSE SELECT k AS two, REPEAT('x', k * 100) AS three; END IF; "
+               "SELECT 'z' AS z; END", db());
+    static const int ks[] = {1, 2, 3, 1, 1, 5, 2, 2};
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    unsigned long id = dbpool_conn_id(c);
+    for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+        dbpool_param p = dbpool_param_int64(ks[i]);
+        dbpool_result *r;
+        must_conn(c, &r, "CALL q_shape(?)", &p, 1);
+        assert_int_equal(dbpool_result_rows(r), 1);
+        if (ks[i] == 1) {
+            assert_int_equal(dbpool_result_columns(r), 1);
+            assert_string_equal(dbpool_result_column_name(r, 0), "one");
+            assert_true(get_i64(r, 0, 0) == 1);
+        } else {
+            size_t len;
+            assert_int_equal(dbpool_result_columns(r), 2);
+            assert_string_equal(dbpool_result_column_name(r, 0), "two");
+            assert_string_equal(dbpool_result_column_name(r, 1), "three");
+            assert_true(get_i64(r, 0, 0) == ks[i]);
+            const char *t = dbpool_result_text(r, 0, 1, &len);
+            assert_int_equal(len, (size_t)ks[i] * 100);
+            assert_true(t[0] == 'x' && t[len - 1] == 'x' && t[len] == '\0');
+        }
+        dbpool_result_free(r);
+        must_conn(c, NULL, "CALL q_shape(?)", &p, 1); /* no result wanted: drained all the same */
+    }
+    dbpool_result *r;
+    must_conn(c, &r, "SELECT CONNECTION_ID()", NULL, 0);
+    assert_true((unsigned long)get_i64(r, 0, 0) == id);
+    dbpool_result_free(r);
+    dbpool_release(c);
+    assert_int_equal(stats().closed_broken, 0);
+    mysql_close(a);
+    dbpool_close();
+}
+
+/* A table altered under a cached statement without changing its column count: the server
+ * prepares it again by itself (Com_stmt_reprepare, counted in Com_stmt_prepare too), the client
+ * keeps the same statement and its result binding, and reads each value in its new type. */
+static void cache_altered_types_same_columns(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.q_alt2", db());
+    tu_exec(a, "CREATE TABLE %s.q_alt2 (id INT PRIMARY KEY, v INT NULL)", db());
+    tu_exec(a, "INSERT INTO %s.q_alt2 VALUES (1, 10)", db());
+    const char *sql = "SELECT id, v FROM q_alt2 WHERE id = ?";
+    dbpool_param p = dbpool_param_int64(1);
+    dbpool_conn *c;
+    dbpool_result *r;
+    assert_int_equal(dbpool_get(&c), 0);
+    long long p0 = sess_status(c, "Com_stmt_prepare"), rp0 = sess_status(c, "Com_stmt_reprepare");
+    must_conn(c, &r, sql, &p, 1);
+    check_cell(r, 0, 1, "10", 2);
+    dbpool_result_free(r);
+    char big[301];
+    memset(big, 'y', 300);
+    big[300] = '\0';
+    tu_exec(a, "ALTER TABLE %s.q_alt2 MODIFY v VARCHAR(400) NULL", db());
+    tu_exec(a, "UPDATE %s.q_alt2 SET v = '%s'", db(), big);
+    must_conn(c, &r, sql, &p, 1);
+    check_cell(r, 0, 1, big, 300);
+    assert_true(get_i64(r, 0, 0) == 1);
+    dbpool_result_free(r);
+    tu_exec(a, "UPDATE %s.q_alt2 SET v = '2024-02-29'", db());
+    tu_exec(a, "ALTER TABLE %s.q_alt2 MODIFY v DATE NULL", db());
+    must_conn(c, &r, sql, &p, 1);
+    check_cell(r, 0, 1, "2024-02-29", 10);
+    dbpool_result_free(r);
+    tu_exec(a, "UPDATE %s.q_alt2 SET v = NULL", db());
+    must_conn(c, &r, sql, &p, 1);
+    check_cell(r, 0, 1, NULL, 0);
+    assert_string_equal(dbpool_result_column_name(r, 1), "v");
+    dbpool_result_free(r);
+    long long reprepared = sess_status(c, "Com_stmt_reprepare") - rp0;
+    assert_true(reprepared >= 1);
+    assert_int_equal(sess_status(c, "Com_stmt_prepare") - p0 - reprepared, 1);
+    dbpool_release(c);
+    assert_int_equal(stats().closed_broken, 0);
+    mysql_close(a);
+    dbpool_close();
+}
+
+/* One cached statement giving results of very different sizes in turn: no row, one short row,
+ * thousands of rows (more text than a result reserves up front), long rows, short again. */
+static void cache_result_sizes_vary(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    static const int64_t ranges[][2] = {{1, 0},   {7, 7},       {1, 5000}, {299, 299},
+                                        {1, 0},   {3, 3},       {250, 310}, {4000, 5000},
+                                        {12, 12}, {4999, 5000}};
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++) {
+        dbpool_param p[] = {dbpool_param_int64(ranges[i][0]), dbpool_param_int64(ranges[i][1])};
+        dbpool_result *r;
+        must_conn(c, &r, "SELECT seq, IF(seq % 10 = 0, NULL, REPEAT('w', seq % 300)) AS s "
+                         "FROM seq_1_to_5000 WHERE seq BETWEEN ? AND ? ORDER BY seq", p, 2);
+        int64_t lo = ranges[i][0], hi = ranges[i][1];
+        size_t rows = hi >= lo ? (size_t)(hi - lo + 1) : 0;
+        assert_int_equal(dbpool_result_rows(r), rows);
+        assert_int_equal(dbpool_result_columns(r), 2);
+        assert_string_equal(dbpool_result_column_name(r, 1), "s");
+        for (size_t row = 0; row < rows; row++) {
+            int64_t seq = lo + (int64_t)row;
+            size_t len;
+            if (get_i64(r, row, 0) != seq)
+                fail_msg("range %zu, row %zu: seq", i, row);
+            const char *t = dbpool_result_text(r, row, 1, &len);
+            if (seq % 10 == 0) {
+                assert_null(t);
+                continue;
+            }
+            if (!t || len != (size_t)(seq % 300) || t[len] != '\0' ||
+                (len && (t[0] != 'w' || t[len - 1] != 'w')))
+                fail_msg("range %zu, row %zu: %zu bytes", i, row, t ? len : 0);
+        }
+        dbpool_result_free(r);
+    }
+    dbpool_release(c);
+    mysql_close(a);
+    dbpool_close();
+}
+
 /* ---- misuse --------------------------------------------------------------------------------- */
 
 static void misuse_and_null_arguments(void **state)
@@ -1039,11 +1301,16 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(transaction_commits),
     cmocka_unit_test(transaction_rolls_back_on_error),
     cmocka_unit_test(transaction_retries_deadlock),
+    cmocka_unit_test(transaction_retry_survives_later_calls),
     cmocka_unit_test(transaction_retries_exhausted),
     cmocka_unit_test(cache_prepares_once),
     cmocka_unit_test(cache_held_connection_prepares_once),
     cmocka_unit_test(cache_bounded_lru),
     cmocka_unit_test(cache_cleared_on_reset),
+    cmocka_unit_test(cache_parameters_change_type),
+    cmocka_unit_test(cache_call_result_shapes),
+    cmocka_unit_test(cache_altered_types_same_columns),
+    cmocka_unit_test(cache_result_sizes_vary),
     cmocka_unit_test(misuse_and_null_arguments),
 };
 

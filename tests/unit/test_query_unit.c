@@ -59,10 +59,22 @@ static void int64_conversions(void **state)
     assert_true(x == INT64_MAX);
     assert_int_equal(as_i64("+17", &x), 0);
     assert_true(x == 17);
+    assert_int_equal(as_i64("-9223372036854775807", &x), 0);
+    assert_true(x == -INT64_MAX);
+    assert_int_equal(as_i64("-0", &x), 0);
+    assert_true(x == 0);
+    assert_int_equal(as_i64("+0", &x), 0);
+    assert_true(x == 0);
+    assert_int_equal(as_i64("0000000000000000000000000000000000000042", &x), 0);
+    assert_true(x == 42);
+    assert_int_equal(as_i64("-00000000000000000000009223372036854775808", &x), 0);
+    assert_true(x == INT64_MIN);
     static const char *const bad[] = {"", "12x", "x12", " 12", "12 ", "-", "+", "1.0", ".5",
                                       "1e3", "0x10", "9223372036854775808",
                                       "-9223372036854775809", "99999999999999999999", "--1",
-                                      "+-1", "\t1"};
+                                      "+-1", "\t1", "1-", "12-3", "1+", "9223372036854775810",
+                                      "92233720368547758070", "18446744073709551615",
+                                      "-18446744073709551616", "1\n"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         x = 12345;
         if (as_i64(bad[i], &x) != DBPOOL_ECONVERT)
@@ -82,7 +94,13 @@ static void uint64_conversions(void **state)
     assert_true(x == UINT64_MAX);
     assert_int_equal(as_u64("0", &x), 0);
     assert_true(x == 0);
-    static const char *const bad[] = {"-1", "-0", "18446744073709551616", "", "1x", " 1", "1.5"};
+    assert_int_equal(as_u64("+00018446744073709551615", &x), 0);
+    assert_true(x == UINT64_MAX);
+    assert_int_equal(as_u64("10000000000000000000", &x), 0);
+    assert_true(x == 10000000000000000000u);
+    static const char *const bad[] = {"-1", "-0", "18446744073709551616", "", "1x", " 1", "1.5",
+                                      "18446744073709551620", "99999999999999999999", "+",
+                                      "++1", "1e3", ".5", "184467440737095516150"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (as_u64(bad[i], &x) != DBPOOL_ECONVERT)
             fail_msg("uint64 accepted \"%s\"", bad[i]);
