@@ -955,8 +955,8 @@ int dbpool_conn_query(dbpool_conn *conn, dbpool_result **out, const char *sql,
     return rc;
 }
 
-int dbpool_query(dbpool_result **out, const char *sql, const dbpool_param *params,
-                 size_t nparams)
+int dbpool_query_at(dbpool_result **out, const char *sql, const dbpool_param *params,
+                    size_t nparams, const char *file, int line)
 {
     dbpool__clear_error();
     if (out)
@@ -964,7 +964,7 @@ int dbpool_query(dbpool_result **out, const char *sql, const dbpool_param *param
     if (!sql || (nparams && !params))
         return dbpool__fail(DBPOOL_EINVAL, "dbpool_query: %s is NULL", sql ? "params" : "sql");
     dbpool_conn *conn;
-    int rc = dbpool_get(&conn);
+    int rc = dbpool_get_at(&conn, file, line);
     if (rc != 0)
         return rc;
     rc = dbpool_conn_query(conn, out, sql, params, nparams);
@@ -1116,8 +1116,8 @@ static void retry_pause(void)
         ;
 }
 
-int dbpool_transaction(dbpool_txn_fn fn, void *userdata, unsigned max_attempts,
-                       unsigned *attempts)
+int dbpool_transaction_at(dbpool_txn_fn fn, void *userdata, unsigned max_attempts,
+                          unsigned *attempts, const char *file, int line)
 {
     dbpool__clear_error();
     if (attempts)
@@ -1125,7 +1125,7 @@ int dbpool_transaction(dbpool_txn_fn fn, void *userdata, unsigned max_attempts,
     if (!fn)
         return dbpool__fail(DBPOOL_EINVAL, "dbpool_transaction: fn is NULL");
     dbpool_conn *conn;
-    int rc = dbpool_get(&conn);
+    int rc = dbpool_get_at(&conn, file, line);
     if (rc != 0)
         return rc;
     unsigned max = max_attempts ? max_attempts : 3, n = 0;
@@ -1153,4 +1153,18 @@ int dbpool_transaction(dbpool_txn_fn fn, void *userdata, unsigned max_attempts,
     if (rc != 0)
         err_restore(&s);
     return rc;
+}
+
+/* The plain functions, for callers that cannot use the macros (bindings from other languages,
+ * function pointers): no call site is recorded. */
+#undef dbpool_query
+int dbpool_query(dbpool_result **out, const char *sql, const dbpool_param *params, size_t nparams)
+{
+    return dbpool_query_at(out, sql, params, nparams, NULL, 0);
+}
+
+#undef dbpool_transaction
+int dbpool_transaction(dbpool_txn_fn fn, void *userdata, unsigned max_attempts, unsigned *attempts)
+{
+    return dbpool_transaction_at(fn, userdata, max_attempts, attempts, NULL, 0);
 }

@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -893,6 +894,78 @@ static void transaction_retry_survives_later_calls(void **state)
     dbpool_close();
 }
 
+/* dbpool_query() and dbpool_transaction() record their caller's file and line, as
+ * dbpool_get() does: an acquire timeout names them as the holders, not query.c. */
+struct holder {
+    atomic_int holding, go;
+    int line, rc;
+};
+
+static int hold_until_go(dbpool_conn *c, void *ud)
+{
+    (void)c;
+    struct holder *h = ud;
+    atomic_store(&h->holding, 1);
+    while (!atomic_load(&h->go))
+        tu_sleep_ms(5);
+    return 0;
+}
+
+static void *transaction_holder(void *p)
+{
+    struct holder *h = p;
+    h->line = __LINE__ + 1;
+    h->rc = dbpool_transaction(hold_until_go, h, 1, NULL);
+    return NULL;
+}
+
+static void *query_holder(void *p)
+{
+    struct holder *h = p;
+    atomic_store(&h->holding, 1);
+    h->line = __LINE__ + 1;
+    h->rc = dbpool_query(NULL, "SELECT SLEEP(1.5)", NULL, 0);
+    return NULL;
+}
+
+static void expect_holder_named(const struct holder *h)
+{
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_get(&c), DBPOOL_ETIMEDOUT);
+    char want[64];
+    snprintf(want, sizeof want, "test_query.c:%d", h->line);
+    if (!strstr(dbpool_last_error(), want))
+        fail_msg("expected \"%s\" in: %s", want, dbpool_last_error());
+    if (strstr(dbpool_last_error(), "src/query.c:"))
+        fail_msg("the library's own source named as the holder: %s", dbpool_last_error());
+}
+
+static void query_and_transaction_record_call_site(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "300", 1);
+    pthread_t t;
+    struct holder h = {0};
+    assert_int_equal(pthread_create(&t, NULL, transaction_holder, &h), 0);
+    while (!atomic_load(&h.holding))
+        tu_sleep_ms(5);
+    expect_holder_named(&h);
+    atomic_store(&h.go, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(h.rc, 0);
+
+    struct holder q = {0};
+    assert_int_equal(pthread_create(&t, NULL, query_holder, &q), 0);
+    while (stats().in_use == 0)
+        tu_sleep_ms(5);
+    expect_holder_named(&q);
+    pthread_join(t, NULL);
+    assert_int_equal(q.rc, 0);
+    mysql_close(a);
+    dbpool_close();
+}
+
 /* ---- statement cache ------------------------------------------------------------------------ */
 
 /* One parameterised statement through dbpool_query, 10,000 times: prepared once per connection.
@@ -1302,6 +1375,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(transaction_rolls_back_on_error),
     cmocka_unit_test(transaction_retries_deadlock),
     cmocka_unit_test(transaction_retry_survives_later_calls),
+    cmocka_unit_test(query_and_transaction_record_call_site),
     cmocka_unit_test(transaction_retries_exhausted),
     cmocka_unit_test(cache_prepares_once),
     cmocka_unit_test(cache_held_connection_prepares_once),
