@@ -340,7 +340,22 @@ struct getctx {
     int line;
     uint64_t start, deadline;
     bool waited;
+    bool precise; /* start and deadline are on the precise clock */
 };
+
+/* dbpool_get() stamps its start with the coarse clock (the fast path never needs more), which
+ * may lag the precise one by a tick (up to 4 ms): a deadline or a wait measured from it would
+ * be short or long by that much, which matters for a DB_ACQUIRE_TIMEOUT_MS of a few ms. The
+ * first step off the fast path re-bases both on the precise clock, microseconds after the
+ * call. */
+static void go_precise(struct getctx *g)
+{
+    if (g->precise)
+        return;
+    g->precise = true;
+    g->start = dbpool__now_ns();
+    g->deadline = g->start + (uint64_t)P.opts.acquire_timeout_ms * 1000000u;
+}
 
 static void holders_text(char *buf, size_t n)
 {
@@ -631,8 +646,10 @@ static int get_once(struct dbpool_conn **out, struct getctx *g)
         r = dbpool__fail(DBPOOL_ECLOSED, "the pool is closed");
     else if (!P.qhead || (P.starve_ns && elapsed(dbpool__now_ns(), P.qhead->since_ns) <= P.starve_ns))
         r = try_take(out, now); /* barging allowed while no waiter starves */
-    if (r == TAKE_NONE)
+    if (r == TAKE_NONE) {
+        go_precise(g);
         r = wait_turn(out, g);
+    }
     if (r == TAKE_HANDED)
         return TAKE_READY; /* publish() did the accounting; P.mu is not held */
     if (r == TAKE_READY) {
@@ -662,6 +679,8 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
         int r = get_once(&c, &g);
         if (r < 0)
             return r;
+        if (r != TAKE_READY)
+            go_precise(&g);
         if (r == TAKE_OPEN) {
             if ((rc = finish_open(c, &g)) > 0)
                 continue; /* an idle connection appeared while waiting for the budget */

@@ -12,9 +12,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *app_user(void) { return tu_server_shared()->user; }
@@ -628,6 +630,151 @@ static void close_wakes_waiters(void **state)
     mysql_close(admin);
 }
 
+/* A short DB_ACQUIRE_TIMEOUT_MS is honoured to the millisecond: the fast path's coarse clock
+ * (one tick, up to 4 ms, behind the precise one) must not cut a 20 ms wait to 16. */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void short_acquire_timeout_not_cut_short(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "20", 1);
+    dbpool_conn *held;
+    assert_int_equal(dbpool_get(&held), 0);
+    uint64_t shortest = UINT64_MAX;
+    for (int i = 0; i < 25; i++) {
+        dbpool_conn *c = NULL;
+        uint64_t t0 = mono_us();
+        assert_int_equal(dbpool_get(&c), DBPOOL_ETIMEDOUT);
+        uint64_t took = mono_us() - t0;
+        shortest = took < shortest ? took : shortest;
+        tu_sleep_ms(1 + (unsigned)i % 4); /* land at different points of the coarse tick */
+    }
+    print_message("shortest timed-out wait: %llu us (DB_ACQUIRE_TIMEOUT_MS=20)\n",
+                  (unsigned long long)shortest);
+    if (shortest < 20000)
+        fail_msg("dbpool_get() gave up after %llu us with DB_ACQUIRE_TIMEOUT_MS=20",
+                 (unsigned long long)shortest);
+    dbpool_release(held);
+    dbpool_close();
+}
+
+/* The hand-off under fire: waiters with 1-3 ms deadlines time out while releases hand them
+ * connections (the waiter that times out must still take a connection handed to it just
+ * before, or the connection is lost), new callers barge, and in the end dbpool_close() runs
+ * while threads still wait. Nothing may be lost: every attempt ends in a connection or
+ * DBPOOL_ETIMEDOUT/DBPOOL_ECLOSED, the pool's counts return to zero, the server never sees more
+ * sessions than the limit, and none are left after the close. */
+struct handoff_fire {
+    atomic_int stop, closing;
+    atomic_long gets, timeouts, closed, other, attempts;
+    atomic_int other_rc;
+};
+
+static void *handoff_fire_worker(void *p)
+{
+    struct handoff_fire *h = p;
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    while (!atomic_load(&h->stop) && !atomic_load(&h->closing)) {
+        dbpool_conn *c;
+        atomic_fetch_add(&h->attempts, 1);
+        int rc = dbpool_get(&c);
+        if (rc == 0) {
+            atomic_fetch_add(&h->gets, 1);
+            seed = seed * 1103515245u + 12345u;
+            if (seed >> 30) /* three times in four: a short statement; else release at once */
+                run(c, "DO 1");
+            dbpool_release(c);
+        } else if (rc == DBPOOL_ETIMEDOUT) {
+            atomic_fetch_add(&h->timeouts, 1);
+        } else if (rc == DBPOOL_ECLOSED && atomic_load(&h->closing)) {
+            atomic_fetch_add(&h->closed, 1);
+        } else {
+            atomic_fetch_add(&h->other, 1);
+            atomic_store(&h->other_rc, rc);
+        }
+    }
+    return NULL;
+}
+
+static void handoff_races_timeouts_and_close(void **state)
+{
+    (void)state;
+    enum { THREADS = 24, LIMIT = 2 };
+    tu_use_shared();
+    setenv_u("DB_CONNECTION_LIMIT", LIMIT);
+    setenv("DB_RESET_ON_RELEASE", "0", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "2", 1);
+    setenv("DB_SHUTDOWN_GRACE_MS", "3000", 1);
+    static struct handoff_fire h;
+    memset(&h, 0, sizeof h);
+    static struct contention ct; /* the session monitor */
+    memset(&ct, 0, sizeof ct);
+    pthread_t th[THREADS], mon;
+    assert_int_equal(pthread_create(&mon, NULL, monitor, &ct), 0);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, handoff_fire_worker, &h), 0);
+    uint64_t until = tu_now_ms() + tu_slack_ms(1500);
+    while (tu_now_ms() < until && (atomic_load(&h.gets) < 2000 || atomic_load(&h.timeouts) < 200))
+        tu_sleep_ms(20);
+    /* Quiesce: everything handed out comes back, nobody is left waiting. */
+    atomic_store(&h.stop, 1);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    dbpool_stats s;
+    assert_int_equal(dbpool_stats_get(&s), 0);
+    print_message("%ld attempts: %ld connections, %ld timeouts; pool waits %llu\n",
+                  atomic_load(&h.attempts), atomic_load(&h.gets), atomic_load(&h.timeouts),
+                  (unsigned long long)s.waits);
+    assert_int_equal(atomic_load(&h.other), 0);
+    assert_int_equal(atomic_load(&h.gets) + atomic_load(&h.timeouts), atomic_load(&h.attempts));
+    assert_true(atomic_load(&h.gets) > 0);
+    assert_true(atomic_load(&h.timeouts) > 0); /* the race was run, not only the easy path */
+    assert_true(s.waits > 0);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.waiting, 0);
+    assert_true(s.open <= LIMIT);
+    /* Every connection is still usable: both can be borrowed at once. */
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "5000", 1); /* read at start only: the 2 ms stays */
+    dbpool_conn *c1 = NULL, *c2 = NULL;
+    for (int tries = 0; tries < 100 && dbpool_get(&c1) != 0; tries++)
+        ;
+    assert_non_null(c1);
+    for (int tries = 0; tries < 100 && dbpool_get(&c2) != 0; tries++)
+        ;
+    assert_non_null(c2);
+    assert_int_equal(run(c1, "SELECT 1"), 0);
+    assert_int_equal(run(c2, "SELECT 1"), 0);
+    dbpool_release(c1);
+    dbpool_release(c2);
+    /* Now close while threads wait and hand-offs run (the session monitor keeps watching). */
+    memset(&h, 0, sizeof h);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, handoff_fire_worker, &h), 0);
+    tu_sleep_ms(100);
+    atomic_store(&h.closing, 1);
+    dbpool_close();
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&ct.stop, 1);
+    pthread_join(mon, NULL);
+    /* A thread that called dbpool_get() just as the close finished may have started the pool
+     * again (a closed pool restarts on next use): close that one too. */
+    dbpool_close();
+    assert_int_equal(atomic_load(&h.other), 0);
+    assert_true(atomic_load(&h.closed) > 0); /* waiters were woken by the close */
+    assert_true(ct.max_seen <= LIMIT);
+    MYSQL *admin = tu_admin(tu_server_shared());
+    assert_int_equal(tu_wait_sessions(admin, app_user(), 0, 2000), 0);
+    mysql_close(admin);
+}
+
 /* ---- first use racing, misuse ------------------------------------------------------------------ */
 
 static void *race_get(void *p)
@@ -893,6 +1040,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(acquire_timeout_names_holders),
         cmocka_unit_test(queue_limit_rejects),
         cmocka_unit_test(close_wakes_waiters),
+        cmocka_unit_test(handoff_races_timeouts_and_close),
+        cmocka_unit_test(short_acquire_timeout_not_cut_short),
         cmocka_unit_test(first_get_race_initialises_once),
         cmocka_unit_test(misuse_detected),
         cmocka_unit_test(server_down_bounded),
