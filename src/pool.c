@@ -146,6 +146,17 @@ static void wake_head(void)
         kick(P.qhead);
 }
 
+/* Under P.mu, after a waiter left the queue: if something is left to take (an idle connection,
+ * a free slot), the new head must look. The waiter that left may have been kicked for exactly
+ * that and then served otherwise (handed another connection, or it took one and timed out on
+ * nothing): without this the kick would be lost and the head would sleep until its deadline
+ * while capacity sits unused. */
+static void pass_kick_on(void)
+{
+    if (P.qhead && (P.nidle || P.open < P.opts.limit))
+        wake_head();
+}
+
 /* Not under P.mu: wake a waiter that publish() handed a connection, then let it go. */
 static void handoff_wake(struct waiter *w)
 {
@@ -465,6 +476,13 @@ static int take_budget(struct dbpool_conn *c, const struct getctx *g)
             w.linked = false;
             break;
         }
+    /* Signalled "idle" but got a budget slot anyway (the two raced): the idle connection is
+     * still there for another budget waiter, which would otherwise keep polling the budget. */
+    if (rc == 0 && __atomic_load_n(&w.stop, __ATOMIC_ACQUIRE) == BW_IDLE && P.nidle && P.bwait) {
+        struct bwaiter *next = P.bwait;
+        P.bwait = next->next;
+        bwake(next, BW_IDLE);
+    }
     pthread_mutex_unlock(&P.mu);
     if (rc == 0)
         return 0;
@@ -573,8 +591,18 @@ static void account_wait(struct getctx *g, uint64_t now)
  * preempted releaser), then the connection is ours. */
 static struct dbpool_conn *take_handed(struct waiter *w)
 {
-    while (atomic_load_explicit(&w->word, memory_order_acquire) != W_DONE)
-        sched_yield();
+    /* Usually W_DONE is there already (the wake came from the releaser's futex call, which
+     * stores W_DONE right after). If this thread preempted the releaser on its CPU, yield a
+     * few times, then sleep in short steps: a releaser of lower real-time priority on the
+     * same CPU would never run under sched_yield() alone. */
+    for (unsigned spins = 0; atomic_load_explicit(&w->word, memory_order_acquire) != W_DONE; spins++) {
+        if (spins < 16) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 50000};
+            futex(&w->word, FUTEX_WAIT_PRIVATE, W_HANDED, &ts); /* relative: 50 us at most */
+        }
+    }
     return w->handed;
 }
 
@@ -631,9 +659,7 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
         pthread_mutex_lock(&P.mu);
     }
     dequeue(&w);
-    /* The new head may take what is left (a second idle connection, a free slot). */
-    if (P.qhead && (P.nidle || P.open < P.opts.limit))
-        wake_head();
+    pass_kick_on(); /* the new head may take what is left (a second idle connection, a slot) */
     return r;
 }
 
@@ -786,6 +812,7 @@ static struct waiter *publish(struct dbpool_conn *c, uint64_t now)
             mark_borrowed(c, h->g->file, h->g->line, h->owner, precise);
             P.st.gets++;
             atomic_store_explicit(&h->word, W_HANDED, memory_order_release);
+            pass_kick_on(); /* h may have been kicked for a slot or idle connection */
             return h;
         }
     }
