@@ -17,13 +17,12 @@
  *  - Slot arrays are never freed while a slot in them may be borrowed: on close with borrowed
  *    connections the array is retired, and late releases close their slot there.
  *
- * Lock order: init_mu -> P.mu.
+ * Lock order: init_mu -> P.mu -> cell_mu.
  */
 #include "dbpool_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,20 +61,31 @@ struct bwaiter {
 };
 
 /* A thread waiting in the queue for a connection; lives on its stack and is listed under P.mu.
- * `word` is its futex word:
+ * It sleeps on the futex word of its thread's cell (struct wcell, below), whose states are:
  *   W_SLEEP   it sleeps (or is about to) and nothing is for it;
  *   W_KICK    look again (capacity freed, the pool closes, it became the head): it re-takes
  *             P.mu before doing anything, so a kick is sent under P.mu;
  *   W_HANDED  a releaser dequeued it and gave it `handed`, already marked borrowed in its name
- *             (under P.mu); the releaser wakes it after unlocking, so the waiter returns
- *             without touching P.mu: one context switch per hand-off instead of two;
- *   W_DONE    the releaser's wake is over and it no longer touches this waiter. A handed
- *             waiter never leaves before W_DONE, so the futex wake never targets a dead frame. */
-enum { W_SLEEP = 0, W_KICK, W_HANDED, W_DONE };
+ *             (under P.mu); the releaser wakes the cell after unlocking, and the waiter returns
+ *             at once without touching P.mu: one thread switch per hand-off. */
+enum { W_SLEEP = 0, W_KICK, W_HANDED };
+
+/* The futex word a thread waits on. Cells are never freed: a releaser's FUTEX_WAKE may arrive
+ * after the waiter has returned (its stack frame gone, its thread even exited), which on a
+ * cell is at worst a spurious wake-up for the cell's next wait, and every wait loop re-checks.
+ * (A word on the waiter's stack would need the waiter to wait for the waker to be done with
+ * it, which costs two more thread switches whenever the woken waiter preempts its waker; and
+ * valgrind rightly flags a wake on a dead frame.) One cell per thread, made at its first wait,
+ * recycled through cell_free when the thread exits. */
+struct wcell {
+    _Atomic uint32_t word;
+    struct wcell *next;
+};
+
 struct getctx;
 struct waiter {
     struct waiter *next;
-    _Atomic uint32_t word;
+    struct wcell *cell;
     bool timed;                 /* sleeps as head with a timeout at its starvation point */
     uint64_t since_ns;
     unsigned epoch;             /* P.epoch when queued: a close ends the wait */
@@ -132,12 +142,47 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct tim
     return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
+static pthread_mutex_t cell_mu = PTHREAD_MUTEX_INITIALIZER; /* after P.mu in lock order */
+static struct wcell *cell_free;
+static pthread_key_t cell_key;
+static pthread_once_t cell_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct wcell *my_cell;
+
+static void cell_recycle(void *p)
+{
+    struct wcell *c = p;
+    pthread_mutex_lock(&cell_mu);
+    c->next = cell_free;
+    cell_free = c;
+    pthread_mutex_unlock(&cell_mu);
+}
+
+static void cell_key_create(void) { (void)pthread_key_create(&cell_key, cell_recycle); }
+
+/* This thread's cell, made or recycled at its first wait; NULL when out of memory. */
+static struct wcell *my_wcell(void)
+{
+    if (my_cell)
+        return my_cell;
+    pthread_once(&cell_once, cell_key_create);
+    pthread_mutex_lock(&cell_mu);
+    struct wcell *c = cell_free;
+    if (c)
+        cell_free = c->next;
+    pthread_mutex_unlock(&cell_mu);
+    if (!c && !(c = calloc(1, sizeof *c)))
+        return NULL;
+    c->next = NULL;
+    pthread_setspecific(cell_key, c); /* recycled when the thread exits */
+    return my_cell = c;
+}
+
 /* Under P.mu: make a queued waiter look again. */
 static void kick(struct waiter *w)
 {
     w->timed = false;
-    atomic_store_explicit(&w->word, W_KICK, memory_order_release);
-    futex(&w->word, FUTEX_WAKE_PRIVATE, 1, NULL);
+    atomic_store_explicit(&w->cell->word, W_KICK, memory_order_release);
+    futex(&w->cell->word, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
 static void wake_head(void)
@@ -157,13 +202,12 @@ static void pass_kick_on(void)
         wake_head();
 }
 
-/* Not under P.mu: wake a waiter that publish() handed a connection, then let it go. */
-static void handoff_wake(struct waiter *w)
+/* Not under P.mu: wake the cell of a waiter that publish() handed a connection. The waiter
+ * may be gone already; the cell is not. */
+static void handoff_wake(struct wcell *c)
 {
-    if (!w)
-        return;
-    futex(&w->word, FUTEX_WAKE_PRIVATE, 1, NULL);
-    atomic_store_explicit(&w->word, W_DONE, memory_order_release); /* the last touch of *w */
+    if (c)
+        futex(&c->word, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
 static void dequeue(struct waiter *w)
@@ -587,25 +631,6 @@ static void account_wait(struct getctx *g, uint64_t now)
         P.st.wait_ns_max = w;
 }
 
-/* A handed waiter: wait until the releaser is done with *w (a few instructions, or a
- * preempted releaser), then the connection is ours. */
-static struct dbpool_conn *take_handed(struct waiter *w)
-{
-    /* Usually W_DONE is there already (the wake came from the releaser's futex call, which
-     * stores W_DONE right after). If this thread preempted the releaser on its CPU, yield a
-     * few times, then sleep in short steps: a releaser of lower real-time priority on the
-     * same CPU would never run under sched_yield() alone. */
-    for (unsigned spins = 0; atomic_load_explicit(&w->word, memory_order_acquire) != W_DONE; spins++) {
-        if (spins < 16) {
-            sched_yield();
-        } else {
-            struct timespec ts = {0, 50000};
-            futex(&w->word, FUTEX_WAIT_PRIVATE, W_HANDED, &ts); /* relative: 50 us at most */
-        }
-    }
-    return w->handed;
-}
-
 /* Wait in the queue until something can be taken. Returns TAKE_* or a negative code, with P.mu
  * held, except TAKE_HANDED: the connection was handed over, already marked borrowed in our
  * name, and P.mu is not held. Only the head takes idle connections or free slots by itself;
@@ -621,14 +646,20 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
                             P.waiting, P.opts.queue_limit, P.opts.limit);
     }
     warn_self_deadlock(g);
-    struct waiter w = {.since_ns = dbpool__now_ns(), .epoch = P.epoch, .g = g, .owner = pthread_self()};
+    struct waiter w = {.cell = my_wcell(), .since_ns = dbpool__now_ns(), .epoch = P.epoch,
+                       .g = g, .owner = pthread_self()};
+    if (!w.cell)
+        return dbpool__fail(DBPOOL_ENOMEM, "allocating a wait cell");
+    /* Left at W_HANDED by this thread's last hand-off; nobody else writes it while we are not
+     * queued (late wakes only wake). */
+    atomic_store_explicit(&w.cell->word, W_SLEEP, memory_order_relaxed);
     enqueue(&w);
     g->waited = true;
     int r = TAKE_NONE;
     for (;;) {
-        if (atomic_load_explicit(&w.word, memory_order_acquire) >= W_HANDED) {
+        if (atomic_load_explicit(&w.cell->word, memory_order_acquire) == W_HANDED) {
             pthread_mutex_unlock(&P.mu);
-            *out = take_handed(&w);
+            *out = w.handed;
             return TAKE_HANDED;
         }
         if (atomic_load(&P.state) != POOL_RUNNING || P.epoch != w.epoch) {
@@ -647,13 +678,13 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
         if (w.timed && w.since_ns + P.starve_ns < until)
             until = w.since_ns + P.starve_ns;
         struct timespec ts = dbpool__ts(until);
-        atomic_store_explicit(&w.word, W_SLEEP, memory_order_relaxed);
+        atomic_store_explicit(&w.cell->word, W_SLEEP, memory_order_relaxed);
         pthread_mutex_unlock(&P.mu);
         /* Absolute CLOCK_MONOTONIC timeout; EINTR, EAGAIN and timeouts all lead back to the
          * checks above. */
-        futex(&w.word, FUTEX_WAIT_BITSET_PRIVATE, W_SLEEP, &ts);
-        if (atomic_load_explicit(&w.word, memory_order_acquire) >= W_HANDED) {
-            *out = take_handed(&w);
+        futex(&w.cell->word, FUTEX_WAIT_BITSET_PRIVATE, W_SLEEP, &ts);
+        if (atomic_load_explicit(&w.cell->word, memory_order_acquire) == W_HANDED) {
+            *out = w.handed; /* written before W_HANDED was stored */
             return TAKE_HANDED;
         }
         pthread_mutex_lock(&P.mu);
@@ -797,9 +828,9 @@ void dbpool_conn_discard(dbpool_conn *conn)
 
 /* ---- release -------------------------------------------------------------------------------- */
 
-/* Under P.mu: give a healthy connection to the next caller. Returns the waiter it was handed
- * to, for handoff_wake() once P.mu is released, or NULL. */
-static struct waiter *publish(struct dbpool_conn *c, uint64_t now)
+/* Under P.mu: give a healthy connection to the next caller. Returns the cell of the waiter it
+ * was handed to, for handoff_wake() once P.mu is released, or NULL. */
+static struct wcell *publish(struct dbpool_conn *c, uint64_t now)
 {
     struct waiter *h = P.qhead;
     if (h) {
@@ -811,9 +842,12 @@ static struct waiter *publish(struct dbpool_conn *c, uint64_t now)
             account_wait(h->g, precise);
             mark_borrowed(c, h->g->file, h->g->line, h->owner, precise);
             P.st.gets++;
-            atomic_store_explicit(&h->word, W_HANDED, memory_order_release);
+            struct wcell *cell = h->cell;
+            /* From this store on, h may return without P.mu (it may be awake already): no
+             * access to *h after it. */
+            atomic_store_explicit(&cell->word, W_HANDED, memory_order_release);
             pass_kick_on(); /* h may have been kicked for a slot or idle connection */
-            return h;
+            return cell;
         }
     }
     push_idle(c, now);
@@ -843,7 +877,7 @@ static void release_slow(struct dbpool_conn *c, bool live_array)
         if (dbpool__conn_reset(c, &P.opts, P.opts.reset_on_release) == 0) {
             pthread_mutex_lock(&P.mu);
             if (atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr)) {
-                struct waiter *h = publish(c, coarse_ns());
+                struct wcell *h = publish(c, coarse_ns());
                 pthread_mutex_unlock(&P.mu);
                 handoff_wake(h);
                 return;
@@ -880,7 +914,7 @@ void dbpool_release(dbpool_conn *conn)
     uint64_t now = coarse_ns();
     bool live = current && atomic_load(&P.state) == POOL_RUNNING;
     if (live && !needs_io(c, now)) {
-        struct waiter *h = publish(c, now);
+        struct wcell *h = publish(c, now);
         pthread_mutex_unlock(&P.mu);
         handoff_wake(h);
         return;
@@ -1224,10 +1258,12 @@ void dbpool__pool_atfork_prepare(void)
 {
     pthread_mutex_lock(&init_mu);
     pthread_mutex_lock(&P.mu);
+    pthread_mutex_lock(&cell_mu);
 }
 
 void dbpool__pool_atfork_parent(void)
 {
+    pthread_mutex_unlock(&cell_mu);
     pthread_mutex_unlock(&P.mu);
     pthread_mutex_unlock(&init_mu);
 }
@@ -1266,6 +1302,7 @@ void dbpool__pool_atfork_child(void)
     P.bwait = NULL; /* threads of the parent */
     atomic_store(&P.state, POOL_UNINIT);
     __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&cell_mu); /* the cells of the parent's other threads stay unused */
     pthread_mutex_unlock(&P.mu);
     pthread_mutex_unlock(&init_mu);
 }

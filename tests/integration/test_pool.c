@@ -823,7 +823,6 @@ static void handoff_races_timeouts_and_close(void **state)
     assert_int_equal(s.waiting, 0);
     assert_true(s.open <= LIMIT);
     /* Every connection is still usable: both can be borrowed at once. */
-    setenv("DB_ACQUIRE_TIMEOUT_MS", "5000", 1); /* read at start only: the 2 ms stays */
     dbpool_conn *c1 = NULL, *c2 = NULL;
     for (int tries = 0; tries < 100 && dbpool_get(&c1) != 0; tries++)
         ;
@@ -835,11 +834,20 @@ static void handoff_races_timeouts_and_close(void **state)
     assert_int_equal(run(c2, "SELECT 1"), 0);
     dbpool_release(c1);
     dbpool_release(c2);
-    /* Now close while threads wait and hand-offs run (the session monitor keeps watching). */
+    /* Now close while threads wait and hand-offs run (the session monitor keeps watching):
+     * a pool with a long acquire timeout, so that most threads are queued when it closes. */
+    dbpool_close();
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "10000", 1);
     memset(&h, 0, sizeof h);
     for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, handoff_fire_worker, &h), 0);
-    tu_sleep_ms(100);
+    dbpool_stats s2;
+    uint64_t queued_by = tu_now_ms() + tu_slack_ms(3000);
+    do {
+        tu_sleep_ms(5);
+        assert_int_equal(dbpool_stats_get(&s2), 0);
+    } while (s2.waiting < THREADS / 2 && tu_now_ms() < queued_by);
+    assert_true(s2.waiting >= THREADS / 2);
     atomic_store(&h.closing, 1);
     dbpool_close();
     for (int i = 0; i < THREADS; i++)
