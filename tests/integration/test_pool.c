@@ -211,12 +211,11 @@ static void *waiter_thread(void *p)
     return NULL;
 }
 
-static void starving_waiter_served_first(void **state)
+/* Five rounds: this thread holds the only connection, a waiter queues, this thread releases
+ * and asks again at once; the waiter must be served first. `starving`: release only when the
+ * waiter is well past the 1 ms window; otherwise while it is microseconds old. */
+static void waiter_served_before_holder(bool starving)
 {
-    (void)state;
-    tu_use_shared();
-    setenv("DB_CONNECTION_LIMIT", "1", 1);
-    setenv("DB_RESET_ON_RELEASE", "0", 1);
     static struct order o;
     memset(&o, 0, sizeof o);
     for (int round = 0; round < 5; round++) {
@@ -226,9 +225,17 @@ static void starving_waiter_served_first(void **state)
         atomic_store(&o.waiter_waiting, 0);
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, waiter_thread, &o), 0);
-        while (!atomic_load(&o.waiter_waiting))
-            tu_sleep_ms(1);
-        tu_sleep_ms(10); /* well past the 1 ms threshold */
+        if (starving) {
+            while (!atomic_load(&o.waiter_waiting))
+                tu_sleep_ms(1);
+            tu_sleep_ms(10); /* well past the 1 ms threshold */
+        } else {
+            dbpool_stats s;
+            do { /* the waiter is queued: release at once, while it is microseconds old */
+                sched_yield();
+                assert_int_equal(dbpool_stats_get(&s), 0);
+            } while (s.waiting == 0);
+        }
         dbpool_release(c);
         assert_int_equal(dbpool_get(&c), 0); /* tries to take it straight back */
         o.holder_seq = atomic_fetch_add(&o.seq, 1) + 1;
@@ -240,6 +247,15 @@ static void starving_waiter_served_first(void **state)
     dbpool_close();
 }
 
+static void starving_waiter_served_first(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_RESET_ON_RELEASE", "0", 1);
+    waiter_served_before_holder(true);
+}
+
 /* DB_QUEUE_OVERTAKE_US=0: strict arrival order. A thread that releases and asks again at once
  * queues behind the waiter, however young the waiter is (with the default 1 ms window it would
  * usually take its connection straight back). */
@@ -249,29 +265,7 @@ static void overtake_zero_is_strict_fifo(void **state)
     tu_use_shared();
     setenv("DB_CONNECTION_LIMIT", "1", 1);
     setenv("DB_QUEUE_OVERTAKE_US", "0", 1);
-    static struct order o;
-    memset(&o, 0, sizeof o);
-    for (int round = 0; round < 5; round++) {
-        dbpool_conn *c;
-        assert_int_equal(dbpool_get(&c), 0);
-        o.waiter_seq = o.holder_seq = 0;
-        atomic_store(&o.waiter_waiting, 0);
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, waiter_thread, &o), 0);
-        dbpool_stats s;
-        do { /* the waiter is queued: release at once, while it is microseconds old */
-            sched_yield();
-            assert_int_equal(dbpool_stats_get(&s), 0);
-        } while (s.waiting == 0);
-        dbpool_release(c);
-        assert_int_equal(dbpool_get(&c), 0);
-        o.holder_seq = atomic_fetch_add(&o.seq, 1) + 1;
-        dbpool_release(c);
-        pthread_join(t, NULL);
-        assert_true(o.waiter_seq > 0);
-        assert_true(o.waiter_seq < o.holder_seq);
-    }
-    dbpool_close();
+    waiter_served_before_holder(false);
 }
 
 /* A release does not wake a waiter that has waited less than 1 ms (the releasing thread

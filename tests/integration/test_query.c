@@ -739,6 +739,15 @@ static void transaction_rolls_back_on_error(void **state)
     dbpool_close();
 }
 
+/* q_locks afresh, with rows (1, 0) .. (rows, 0). */
+static void make_locks_table(MYSQL *a, int rows)
+{
+    tu_exec(a, "DROP TABLE IF EXISTS %s.q_locks", db());
+    tu_exec(a, "CREATE TABLE %s.q_locks (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", db());
+    for (int id = 1; id <= rows; id++)
+        tu_exec(a, "INSERT INTO %s.q_locks VALUES (%d, 0)", db(), id);
+}
+
 struct locker {
     int64_t first, second;
     pthread_barrier_t *barrier;
@@ -779,9 +788,7 @@ static void transaction_retries_deadlock(void **state)
 {
     (void)state;
     MYSQL *a = start(2);
-    tu_exec(a, "DROP TABLE IF EXISTS %s.q_locks", db());
-    tu_exec(a, "CREATE TABLE %s.q_locks (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", db());
-    tu_exec(a, "INSERT INTO %s.q_locks VALUES (1, 0), (2, 0)", db());
+    make_locks_table(a, 2);
     long long deadlocks0 = tu_global_status(a, "Innodb_deadlocks");
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, 2);
@@ -820,19 +827,17 @@ static int wait_for_lock(dbpool_conn *c, void *ud)
     return rc ? rc : dbpool_conn_query(c, NULL, "UPDATE q_locks SET n = n + 1 WHERE id = ?", &p, 1);
 }
 
-/* Lock wait timeouts are retried up to max_attempts, then DBPOOL_ERETRIES keeps the cause. */
-static void transaction_retries_exhausted(void **state)
+/* Row 1 of a fresh q_locks held by admin session `a` while `body` (which waits for it) runs in
+ * a transaction of at most 2 attempts: both time out, DBPOOL_ERETRIES keeps the cause, and the
+ * server's row is untouched. */
+static void expect_lock_retries_exhausted(MYSQL *a, dbpool_txn_fn body)
 {
-    (void)state;
-    MYSQL *a = start(1);
-    tu_exec(a, "DROP TABLE IF EXISTS %s.q_locks", db());
-    tu_exec(a, "CREATE TABLE %s.q_locks (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", db());
-    tu_exec(a, "INSERT INTO %s.q_locks VALUES (1, 0)", db());
+    make_locks_table(a, 1);
     tu_exec(a, "START TRANSACTION");
     tu_exec(a, "UPDATE %s.q_locks SET n = 100 WHERE id = 1", db()); /* holds the row */
     int calls = 0;
     unsigned attempts = 0;
-    assert_int_equal(dbpool_transaction(wait_for_lock, &calls, 2, &attempts), DBPOOL_ERETRIES);
+    assert_int_equal(dbpool_transaction(body, &calls, 2, &attempts), DBPOOL_ERETRIES);
     assert_int_equal(attempts, 2);
     assert_int_equal(calls, 2);
     assert_int_equal(dbpool_last_server_errno(), 1205);
@@ -840,6 +845,14 @@ static void transaction_retries_exhausted(void **state)
     assert_non_null(strstr(dbpool_last_error(), "2 attempts"));
     tu_exec(a, "ROLLBACK");
     assert_int_equal(tu_scalar(a, "SELECT n FROM %s.q_locks WHERE id = 1", db()), 0);
+}
+
+/* Lock wait timeouts are retried up to max_attempts, then DBPOOL_ERETRIES keeps the cause. */
+static void transaction_retries_exhausted(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    expect_lock_retries_exhausted(a, wait_for_lock);
     assert_int_equal(stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
@@ -869,21 +882,8 @@ static void transaction_retry_survives_later_calls(void **state)
 {
     (void)state;
     MYSQL *a = start(1);
-    tu_exec(a, "DROP TABLE IF EXISTS %s.q_locks", db());
-    tu_exec(a, "CREATE TABLE %s.q_locks (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB", db());
-    tu_exec(a, "INSERT INTO %s.q_locks VALUES (1, 0)", db());
-    tu_exec(a, "START TRANSACTION");
-    tu_exec(a, "UPDATE %s.q_locks SET n = 100 WHERE id = 1", db()); /* holds the row */
-    int calls = 0;
+    expect_lock_retries_exhausted(a, wait_for_lock_then_look_elsewhere);
     unsigned attempts = 0;
-    assert_int_equal(dbpool_transaction(wait_for_lock_then_look_elsewhere, &calls, 2, &attempts),
-                     DBPOOL_ERETRIES);
-    assert_int_equal(attempts, 2);
-    assert_int_equal(calls, 2);
-    assert_int_equal(dbpool_last_server_errno(), 1205);
-    assert_non_null(strstr(dbpool_last_error(), "1205"));
-    tu_exec(a, "ROLLBACK");
-    assert_int_equal(tu_scalar(a, "SELECT n FROM %s.q_locks WHERE id = 1", db()), 0);
     /* The next transaction (the same, only connection) fails otherwise: the lock error of the
      * previous one must not make it retried. */
     assert_int_equal(dbpool_transaction(bad_syntax, NULL, 3, &attempts), DBPOOL_EQUERY);
