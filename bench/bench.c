@@ -527,10 +527,25 @@ static int dbpool_w2(dbpool_conn *c, unsigned id)
 /* The one-call API: get, statement, release inside the library (no wait time of its own). */
 static int dbpool_query_op(struct worker *w, uint64_t *wait_ns)
 {
-    dbpool_param p = dbpool_param_int64(next_id(w));
     dbpool_result *r = NULL;
-    *wait_ns = 0;
+    if (!O.w2) {
+        int rc = dbpool_query(&r, "SELECT 1", NULL, 0);
+        *wait_ns = dbpool_last_wait_ns();
+        if (rc)
+            return fail_dbpool(rc, "dbpool_query");
+        int64_t one = 0;
+        if (dbpool_result_rows(r) != 1 || dbpool_result_int64(r, 0, 0, &one) != 0 || one != 1) {
+            dbpool_result_free(r);
+            record_error("W1", "unexpected result");
+            return -1;
+        }
+        sink += (unsigned long)one;
+        dbpool_result_free(r);
+        return 0;
+    }
+    dbpool_param p = dbpool_param_int64(next_id(w));
     int rc = dbpool_query(&r, W2_SQL, &p, 1);
+    *wait_ns = dbpool_last_wait_ns();
     return rc ? fail_dbpool(rc, "dbpool_query") : dbpool_read_w2(r);
 }
 #else
@@ -549,7 +564,7 @@ static int dbpool_w2(dbpool_conn *c, unsigned id)
 static int dbpool_op(struct worker *w, uint64_t *wait_ns)
 {
 #if BENCH_HAVE_QUERY
-    if (O.w2 && O.api_query)
+    if (O.api_query)
         return dbpool_query_op(w, wait_ns);
 #endif
     dbpool_conn *c;
@@ -876,7 +891,7 @@ static void print_result(const struct totals *t, unsigned n, const struct srv_co
            "ops_thread_max=%" PRIu64 " ops_thread_min=%" PRIu64 " fairness=%.3f "
            "server_prepares=%lld server_executes=%lld server_connections=%lld "
            "server_admin_cmds=%lld errors=%lu stmt_cache=%d csw_per_op=%.2f pool_created=%" PRIu64
-           " pool_closed=%" PRIu64 " pool_waits=%" PRIu64 " ops_all=%" PRIu64 " conn_switch=%.3f\n",
+           " pool_closed=%" PRIu64 " pool_waits=%" PRIu64 " ops_all=%" PRIu64 " conn_switch=%.3f pool_served=%" PRIu64 "\n",
            O.sys_name, O.sys == SYS_DBPOOL && O.reset ? "-reset" : "", O.w2 + 1, O.limit,
            O.threads, n, t->secs, t->ops, ops / t->secs, hist_q(&t->lat, .5) / 1e3,
            hist_q(&t->lat, .99) / 1e3, hist_q(&t->lat, .999) / 1e3, hist_q(&t->wait, .5) / 1e3,
@@ -888,7 +903,7 @@ static void print_result(const struct totals *t, unsigned n, const struct srv_co
            t->ops ? (double)t->csw / ops : 0, t->pool.created,
            t->pool.closed_idle + t->pool.closed_lifetime + t->pool.closed_broken +
                t->pool.closed_reset,
-           t->pool.waits, t->ops_all, t->ops ? (double)t->switches / ops : 0);
+           t->pool.waits, t->ops_all, t->ops ? (double)t->switches / ops : 0, t->pool.served);
 }
 
 int main(int argc, char **argv)

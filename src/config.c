@@ -59,7 +59,7 @@ struct keydef {
 
 enum {
     I_HOST, I_PORT, I_SOCKET, I_USER, I_PASSWORD, I_NAME,
-    I_LIMIT, I_ACQUIRE, I_QUEUE, I_OVERTAKE, I_IDLE, I_LIFETIME, I_VALIDATE, I_RESET, I_LEAK,
+    I_LIMIT, I_ACQUIRE, I_QUEUE, I_OVERTAKE, I_SHARE, I_IDLE, I_LIFETIME, I_VALIDATE, I_RESET, I_LEAK,
     I_CONNECT_TO, I_READ_TO, I_WRITE_TO, I_WAIT_TO,
     I_SSL_MODE, I_SSL_CA, I_SSL_CERT, I_SSL_KEY,
     I_SIGNALS, I_GRACE, I_BUDGET, I_BUDGET_DIR, I_LOG_LEVEL,
@@ -86,6 +86,7 @@ static const struct keydef keys[NKEYS] = {
     [I_ACQUIRE] = UINT("DB_ACQUIRE_TIMEOUT_MS", acquire_timeout_ms, 1, 3600000),
     [I_QUEUE] = UINT("DB_QUEUE_LIMIT", queue_limit, 0, 1000000),
     [I_OVERTAKE] = UINT("DB_QUEUE_OVERTAKE_US", queue_overtake_us, 0, 10000000),
+    [I_SHARE] = UINT("DB_QUERY_SHARE_US", query_share_us, 0, 10000000),
     [I_IDLE] = UINT("DB_IDLE_TIMEOUT_MS", idle_timeout_ms, 1, 86400000),
     [I_LIFETIME] = UINT("DB_MAX_LIFETIME_MS", max_lifetime_ms, 0, 604800000),
     [I_VALIDATE] = UINT("DB_VALIDATE_AFTER_MS", validate_after_ms, 0, 86400000),
@@ -127,6 +128,7 @@ void dbpool__config_defaults(dbpool__options *o)
     o->limit = 3;
     o->acquire_timeout_ms = 10000;
     o->queue_overtake_us = 1000;
+    o->query_share_us = 1000;
     o->idle_timeout_ms = 60000;
     o->max_lifetime_ms = 1800000;
     o->validate_after_ms = 5000;

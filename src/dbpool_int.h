@@ -52,6 +52,7 @@ typedef struct dbpool__options {
     unsigned acquire_timeout_ms;
     unsigned queue_limit;          /* 0 = unbounded */
     unsigned queue_overtake_us;    /* how long the oldest waiter may be overtaken; 0 = FIFO */
+    unsigned query_share_us;       /* how long dbpool_query() may run queued callers' statements */
     unsigned idle_timeout_ms;
     unsigned max_lifetime_ms;      /* 0 = no limit */
     unsigned validate_after_ms;
@@ -225,6 +226,37 @@ DBPOOL__HIDDEN struct dbpool_conn *dbpool__conn_check(dbpool_conn *c, const char
 DBPOOL__HIDDEN bool dbpool__pool_running(void);
 /* The options of the running pool (NULL if none). Stable while a connection is borrowed. */
 DBPOOL__HIDDEN const dbpool__options *dbpool__pool_options(void);
+/* A dbpool_query() call waiting in the queue. A thread that holds a connection inside its
+ * own dbpool_query() may take it off the queue (dbpool__claim_request) and run it on that
+ * connection (query.c), which keeps the connection busy instead of moving it to the waiting
+ * thread. The waiter's stack holds it; it stays put until the claimer calls
+ * dbpool__request_done(). */
+struct dbpool__req {
+    const char *sql;
+    const dbpool_param *params;
+    size_t nparams;
+    dbpool_result **out;
+    int rc;                 /* set by the thread that ran it, with the error below */
+    unsigned server_errno;
+    char err[1024];
+};
+struct wcell;
+/* Returned by dbpool__get_or_serve when another thread ran the request (req->rc holds the
+ * outcome). */
+#define DBPOOL__SERVED 1
+/* dbpool_get_at() for dbpool_query(): 0 with *out (run it yourself), DBPOOL__SERVED, or an
+ * error code. */
+DBPOOL__HIDDEN int dbpool__get_or_serve(dbpool_conn **out, struct dbpool__req *req,
+                                        const char *file, int line);
+/* For the holder of c inside dbpool_query(), which started serving at *since_ns (0: not yet;
+ * set at the first claim): the request at
+ * the head of the queue, now claimed, and its waiter's cell; NULL when there is none, c may
+ * not run another caller's statement (not ready, in a transaction, to be discarded or reset,
+ * the pool closing) or DB_QUERY_SHARE_US since since_ns has passed. */
+DBPOOL__HIDDEN struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns,
+                                                   struct dbpool__req **req);
+/* The claimed request is done: wake its waiter. No access to the request after this. */
+DBPOOL__HIDDEN void dbpool__request_done(struct wcell *cell);
 /* Close the pool as dbpool_close() does, with `grace_ms` for borrowed connections and a
  * bounded wait for the lock (`lock_timeout_ms`, 0 = wait forever). Returns 0 when done,
  * DBPOOL_ETIMEDOUT when the lock could not be had. Used by hooks.c for exit and signals. */

@@ -67,8 +67,12 @@ struct bwaiter {
  *             P.mu before doing anything, so a kick is sent under P.mu;
  *   W_HANDED  a releaser dequeued it and gave it `handed`, already marked borrowed in its name
  *             (under P.mu); the releaser wakes the cell after unlocking, and the waiter returns
- *             at once without touching P.mu: one thread switch per hand-off. */
-enum { W_SLEEP = 0, W_KICK, W_HANDED };
+ *             at once without touching P.mu: one thread switch per hand-off;
+ *   W_CLAIMED a dbpool_query() waiter whose request a connection holder took off the queue
+ *             (under P.mu) and runs: it must wait, without a deadline, until
+ *   W_SERVED  the holder stored the outcome in the request and wakes the cell: the waiter
+ *             returns without touching P.mu. */
+enum { W_SLEEP = 0, W_KICK, W_HANDED, W_CLAIMED, W_SERVED };
 
 /* The futex word a thread waits on. Cells are never freed: a releaser's FUTEX_WAKE may arrive
  * after the waiter has returned (its stack frame gone, its thread even exited), which on a
@@ -91,6 +95,7 @@ struct waiter {
     unsigned epoch;             /* P.epoch when queued: a close ends the wait */
     struct dbpool_conn *handed; /* direct hand-off */
     struct getctx *g;           /* call site and wait accounting, for the releaser */
+    struct dbpool__req *req;    /* a dbpool_query() waiter: another holder may run it */
     pthread_t owner;
 };
 
@@ -102,15 +107,17 @@ static struct pool {
     struct dbpool__pool_array *retired;
     struct dbpool_conn *idle; /* LIFO stack: the warmest connection first */
     unsigned open, nidle, busy, waiting, peak;
+    _Atomic unsigned nreq; /* queued waiters with a request (changed under P.mu, peeked without) */
     struct waiter *qhead, *qtail;
     pthread_cond_t drained; /* signalled when a slot becomes FREE while closing */
     dbpool__budget *budget;
     struct bwaiter *bwait; /* threads waiting for the host budget */
     unsigned epoch; /* incremented by every close */
     uint64_t starve_ns; /* DB_QUEUE_OVERTAKE_US: a waiter older than this is handed connections */
+    uint64_t share_ns;  /* DB_QUERY_SHARE_US: how long a holder may run queued requests */
     struct {
         uint64_t gets, waits, wait_ns_total, wait_ns_max, timeouts, queue_full, created;
-        uint64_t closed[5], conn_transient, conn_permanent, leaks;
+        uint64_t closed[5], conn_transient, conn_permanent, leaks, served;
     } st;
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -223,6 +230,8 @@ static void dequeue(struct waiter *w)
     if (P.qtail == w)
         P.qtail = prev;
     P.waiting--;
+    if (w->req)
+        atomic_fetch_sub_explicit(&P.nreq, 1, memory_order_relaxed);
 }
 
 static void enqueue(struct waiter *w)
@@ -234,6 +243,8 @@ static void enqueue(struct waiter *w)
         P.qhead = w;
     P.qtail = w;
     P.waiting++;
+    if (w->req)
+        atomic_fetch_add_explicit(&P.nreq, 1, memory_order_relaxed);
 }
 
 static struct dbpool_conn *pop_idle(void)
@@ -357,6 +368,9 @@ static int start_locked(const char *env_file)
     pthread_mutex_lock(&P.mu);
     P.opts = o;
     P.starve_ns = (uint64_t)o.queue_overtake_us * 1000u;
+    /* With DB_RESET_ON_RELEASE every statement of dbpool_query() gets a reset session, which
+     * running another caller's statement before the release would skip. */
+    P.share_ns = o.reset_on_release ? 0 : (uint64_t)o.query_share_us * 1000u;
     P.budget = b;
     atomic_store(&P.arr, a);
     P.bwait = NULL;
@@ -394,6 +408,7 @@ struct getctx {
     const char *file;
     int line;
     uint64_t start, deadline;
+    uint64_t wait_ns; /* set by account_wait(), for dbpool_last_wait_ns() */
     bool waited;
     bool precise; /* start and deadline are on the precise clock */
 };
@@ -600,7 +615,7 @@ static bool check_idle(struct dbpool_conn *c, uint64_t now)
     return true;
 }
 
-enum take { TAKE_NONE, TAKE_READY, TAKE_CHECK, TAKE_OPEN, TAKE_HANDED };
+enum take { TAKE_NONE, TAKE_READY, TAKE_CHECK, TAKE_OPEN, TAKE_HANDED, TAKE_SERVED };
 
 /* Under P.mu: take an idle connection or reserve a slot to open. */
 static enum take try_take(struct dbpool_conn **out, uint64_t now)
@@ -625,6 +640,7 @@ static void account_wait(struct getctx *g, uint64_t now)
     if (!g->waited)
         return;
     uint64_t w = elapsed(now, g->start);
+    g->wait_ns = w;
     P.st.waits++;
     P.st.wait_ns_total += w;
     if (w > P.st.wait_ns_max)
@@ -638,7 +654,16 @@ static void account_wait(struct getctx *g, uint64_t now)
  * sleeps with a timeout at the moment it would (P.starve_ns): a release that pushes a connection
  * to the idle stack does not wake it, because the releasing thread usually takes it straight
  * back (barging); if nobody does, the head takes it itself at that moment. */
-static int wait_turn(struct dbpool_conn **out, struct getctx *g)
+/* Not under P.mu: a claimed request's waiter waits for its outcome. Without a deadline: the
+ * claimer runs the statement as the waiter would have, and a close ends it by shutting the
+ * connection's socket. */
+static void await_served(struct wcell *cell)
+{
+    while (atomic_load_explicit(&cell->word, memory_order_acquire) != W_SERVED)
+        futex(&cell->word, FUTEX_WAIT_BITSET_PRIVATE, W_CLAIMED, NULL);
+}
+
+static int wait_turn(struct dbpool_conn **out, struct getctx *g, struct dbpool__req *req)
 {
     if (P.opts.queue_limit && P.waiting >= P.opts.queue_limit) {
         P.st.queue_full++;
@@ -647,7 +672,7 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
     }
     warn_self_deadlock(g);
     struct waiter w = {.cell = my_wcell(), .since_ns = dbpool__now_ns(), .epoch = P.epoch,
-                       .g = g, .owner = pthread_self()};
+                       .g = g, .req = P.share_ns ? req : NULL, .owner = pthread_self()};
     if (!w.cell)
         return dbpool__fail(DBPOOL_ENOMEM, "allocating a wait cell");
     /* Left at W_HANDED by this thread's last hand-off; nobody else writes it while we are not
@@ -657,8 +682,13 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
     g->waited = true;
     int r = TAKE_NONE;
     for (;;) {
-        if (atomic_load_explicit(&w.cell->word, memory_order_acquire) == W_HANDED) {
+        uint32_t word = atomic_load_explicit(&w.cell->word, memory_order_acquire);
+        if (word == W_HANDED || word >= W_CLAIMED) {
             pthread_mutex_unlock(&P.mu);
+            if (word != W_HANDED) {
+                await_served(w.cell);
+                return TAKE_SERVED;
+            }
             *out = w.handed;
             return TAKE_HANDED;
         }
@@ -683,9 +713,14 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
         /* Absolute CLOCK_MONOTONIC timeout; EINTR, EAGAIN and timeouts all lead back to the
          * checks above. */
         futex(&w.cell->word, FUTEX_WAIT_BITSET_PRIVATE, W_SLEEP, &ts);
-        if (atomic_load_explicit(&w.cell->word, memory_order_acquire) == W_HANDED) {
+        word = atomic_load_explicit(&w.cell->word, memory_order_acquire);
+        if (word == W_HANDED) {
             *out = w.handed; /* written before W_HANDED was stored */
             return TAKE_HANDED;
+        }
+        if (word >= W_CLAIMED) {
+            await_served(w.cell);
+            return TAKE_SERVED;
         }
         pthread_mutex_lock(&P.mu);
     }
@@ -694,7 +729,7 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g)
     return r;
 }
 
-static int get_once(struct dbpool_conn **out, struct getctx *g)
+static int get_once(struct dbpool_conn **out, struct getctx *g, struct dbpool__req *req)
 {
     pthread_mutex_lock(&P.mu);
     uint64_t now = coarse_ns();
@@ -705,8 +740,10 @@ static int get_once(struct dbpool_conn **out, struct getctx *g)
         r = try_take(out, now); /* barging allowed while no waiter starves */
     if (r == TAKE_NONE) {
         go_precise(g);
-        r = wait_turn(out, g);
+        r = wait_turn(out, g, req);
     }
+    if (r == TAKE_SERVED)
+        return r; /* dbpool__claim_request() did the accounting; P.mu is not held */
     if (r == TAKE_HANDED)
         return TAKE_READY; /* publish() did the accounting; P.mu is not held */
     if (r == TAKE_READY) {
@@ -720,12 +757,13 @@ static int get_once(struct dbpool_conn **out, struct getctx *g)
     return r;
 }
 
-int dbpool_get_at(dbpool_conn **out, const char *file, int line)
+static _Thread_local uint64_t last_wait_ns;
+
+uint64_t dbpool_last_wait_ns(void) { return last_wait_ns; }
+
+static int get_common(dbpool_conn **out, const char *file, int line, struct dbpool__req *req)
 {
-    dbpool__clear_error();
-    if (!out)
-        return dbpool__fail(DBPOOL_EINVAL, "dbpool_get: out is NULL");
-    *out = NULL;
+    last_wait_ns = 0;
     int rc = ensure_running(NULL);
     if (rc != 0)
         return rc;
@@ -733,9 +771,16 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
     g.deadline = g.start + (uint64_t)P.opts.acquire_timeout_ms * 1000000u;
     for (;;) {
         struct dbpool_conn *c = NULL;
-        int r = get_once(&c, &g);
-        if (r < 0)
+        int r = get_once(&c, &g, req);
+        if (r < 0) {
+            if (g.waited)
+                last_wait_ns = elapsed(dbpool__now_ns(), g.start);
             return r;
+        }
+        if (r == TAKE_SERVED) {
+            last_wait_ns = g.wait_ns; /* written by the claimer before W_CLAIMED */
+            return DBPOOL__SERVED;
+        }
         if (r != TAKE_READY)
             go_precise(&g);
         if (r == TAKE_OPEN) {
@@ -754,9 +799,25 @@ int dbpool_get_at(dbpool_conn **out, const char *file, int line)
             P.st.gets++;
             pthread_mutex_unlock(&P.mu);
         }
+        last_wait_ns = g.wait_ns;
         *out = c;
         return 0;
     }
+}
+
+int dbpool_get_at(dbpool_conn **out, const char *file, int line)
+{
+    dbpool__clear_error();
+    if (!out)
+        return dbpool__fail(DBPOOL_EINVAL, "dbpool_get: out is NULL");
+    *out = NULL;
+    return get_common(out, file, line, NULL);
+}
+
+int dbpool__get_or_serve(dbpool_conn **out, struct dbpool__req *req, const char *file, int line)
+{
+    *out = NULL;
+    return get_common(out, file, line, req);
 }
 
 #undef dbpool_get
@@ -869,6 +930,39 @@ static bool needs_io(struct dbpool_conn *c, uint64_t now)
     return (c->mysql->server_status & SERVER_STATUS_IN_TRANS) != 0; /* from the last OK packet */
 }
 
+struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, struct dbpool__req **req)
+{
+    if (!P.share_ns || !atomic_load_explicit(&P.nreq, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&P.mu);
+    struct waiter *h = P.qhead;
+    struct wcell *cell = NULL;
+    if (h && h->req && atomic_load(&P.state) == POOL_RUNNING && h->epoch == P.epoch &&
+        c->arr == atomic_load(&P.arr) && get_state(c) == DBPOOL__SLOT_BUSY && !needs_io(c, coarse_ns())) {
+        uint64_t now = dbpool__now_ns();
+        if (!*since_ns)
+            *since_ns = now;
+        if (elapsed(now, *since_ns) < P.share_ns) {
+            dequeue(h);
+            account_wait(h->g, now);
+            P.st.served++;
+            *req = h->req;
+            cell = h->cell;
+            /* From here h waits for W_SERVED and touches nothing of the pool. */
+            atomic_store_explicit(&cell->word, W_CLAIMED, memory_order_release);
+            pass_kick_on(); /* h may have been kicked for a slot or idle connection */
+        }
+    }
+    pthread_mutex_unlock(&P.mu);
+    return cell;
+}
+
+void dbpool__request_done(struct wcell *cell)
+{
+    atomic_store_explicit(&cell->word, W_SERVED, memory_order_release);
+    futex(&cell->word, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
 static void release_slow(struct dbpool_conn *c, bool live_array)
 {
     uint64_t now = dbpool__now_ns();
@@ -970,6 +1064,7 @@ int dbpool_stats_get_sized(dbpool_stats *out, size_t size)
     s.connect_errors_transient = __atomic_load_n(&P.st.conn_transient, __ATOMIC_RELAXED);
     s.connect_errors_permanent = __atomic_load_n(&P.st.conn_permanent, __ATOMIC_RELAXED);
     s.leaks_reported = P.st.leaks;
+    s.served = P.st.served;
     dbpool__budget *b = running ? P.budget : NULL;
     s.budget_size = b ? P.opts.host_budget : 0;
     pthread_mutex_unlock(&P.mu);

@@ -955,6 +955,31 @@ int dbpool_conn_query(dbpool_conn *conn, dbpool_result **out, const char *sql,
     return rc;
 }
 
+/* Run the dbpool_query() calls queued behind this one on its connection, in arrival order, for
+ * up to DB_QUERY_SHARE_US (dbpool__claim_request decides). Each waiter gets exactly what its own
+ * call would have produced: the result, or the error code, text and server errno. The
+ * connection never idles between two statements, where a hand-off to the next thread would
+ * leave it idle until that thread runs: on a busy machine that wake-up costs more than the
+ * statement. */
+static void serve_queued(dbpool_conn *conn)
+{
+    struct dbpool__req *r;
+    struct wcell *cell;
+    uint64_t since = 0;
+    while ((cell = dbpool__claim_request(conn, &since, &r)) != NULL) {
+        r->rc = dbpool_conn_query(conn, r->out, r->sql, r->params, r->nparams);
+        if (r->rc != 0) {
+            saved_err e;
+            err_save(&e, r->rc);
+            r->server_errno = e.server_errno;
+            snprintf(r->err, sizeof r->err, "%s", err_detail(&e));
+        }
+        dbpool__request_done(cell);
+    }
+    if (since)
+        dbpool__clear_error(); /* this thread's own statement succeeded */
+}
+
 int dbpool_query_at(dbpool_result **out, const char *sql, const dbpool_param *params,
                     size_t nparams, const char *file, int line)
 {
@@ -964,13 +989,21 @@ int dbpool_query_at(dbpool_result **out, const char *sql, const dbpool_param *pa
     if (!sql || (nparams && !params))
         return dbpool__fail(DBPOOL_EINVAL, "dbpool_query: %s is NULL", sql ? "params" : "sql");
     dbpool_conn *conn;
-    int rc = dbpool_get_at(&conn, file, line);
+    struct dbpool__req req = {.sql = sql, .params = params, .nparams = nparams, .out = out};
+    int rc = dbpool__get_or_serve(&conn, &req, file, line);
+    if (rc == DBPOOL__SERVED) {
+        if (req.rc != 0)
+            dbpool__fail_server(req.rc, req.server_errno, "%s", req.err);
+        return req.rc;
+    }
     if (rc != 0)
         return rc;
     rc = dbpool_conn_query(conn, out, sql, params, nparams);
     saved_err s;
     if (rc != 0)
         err_save(&s, rc);
+    else
+        serve_queued(conn);
     dbpool_release(conn); /* closes the connection if the statement lost it */
     if (rc != 0)
         err_restore(&s);
