@@ -1394,6 +1394,7 @@ void dbpool__pool_atfork_child(void)
     P.idle = NULL;
     P.open = P.nidle = P.busy = P.waiting = 0;
     P.qhead = P.qtail = NULL;
+    atomic_store_explicit(&P.nreq, 0, memory_order_relaxed);
     P.bwait = NULL; /* threads of the parent */
     atomic_store(&P.state, POOL_UNINIT);
     __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);

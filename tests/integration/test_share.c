@@ -1,0 +1,375 @@
+/*
+ * test_share.c - shared turns of dbpool_query() (DB_QUERY_SHARE_US) against a real server:
+ * a caller whose statement finished runs the statements queued behind it on its connection.
+ *
+ * The scenes are staged: one holder keeps the only connection busy with SELECT SLEEP(), the
+ * requesters queue one after the other (each waits until the pool counts it as waiting), then
+ * the holder's statement ends. What was run and how often is checked on the server (rows
+ * stored, Com_stmt_execute, sessions), what each caller got is checked by that caller's own
+ * thread (recorded, asserted by the main thread).
+ */
+#include "testutil.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void setenv_u(const char *k, unsigned v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%u", v);
+    setenv(k, b, 1);
+}
+
+static const char *db(void) { return tu_server_shared()->db; }
+
+static dbpool_stats stats(void)
+{
+    dbpool_stats s;
+    assert_int_equal(dbpool_stats_get(&s), 0);
+    return s;
+}
+
+/* Wait until the pool's counters satisfy `ok` (at most 10 s). */
+static void wait_stats(bool (*ok)(const dbpool_stats *, unsigned), unsigned arg, const char *what)
+{
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    for (;;) {
+        dbpool_stats s = stats();
+        if (ok(&s, arg))
+            return;
+        if (tu_now_ms() > end)
+            fail_msg("timed out waiting for %s (%u): in_use %u waiting %u served %" PRIu64, what, arg,
+                     s.in_use, s.waiting, s.served);
+        tu_sleep_ms(2);
+    }
+}
+
+static bool in_use_is(const dbpool_stats *s, unsigned n) { return s->in_use == n; }
+static bool waiting_is(const dbpool_stats *s, unsigned n) { return s->waiting == n; }
+
+/* One dbpool_query() call on its own thread, and what it saw. */
+struct call {
+    pthread_t t;
+    const char *sql;
+    dbpool_param p[2];
+    size_t np;
+    int rc;
+    unsigned server_errno;
+    char err[512];
+    int64_t v0;          /* first column of the first row, if any */
+    uint64_t conn_id;    /* second column (CONNECTION_ID()), if any */
+    uint64_t wait_ns;    /* dbpool_last_wait_ns() */
+    uint64_t took_ms;
+};
+
+static void *run_call(void *p)
+{
+    struct call *c = p;
+    dbpool_result *r = NULL;
+    uint64_t t0 = tu_now_ms();
+    c->rc = dbpool_query(&r, c->sql, c->np ? c->p : NULL, c->np);
+    c->took_ms = tu_now_ms() - t0;
+    c->wait_ns = dbpool_last_wait_ns();
+    c->server_errno = dbpool_last_server_errno();
+    snprintf(c->err, sizeof c->err, "%s", dbpool_last_error());
+    if (c->rc == 0 && r && dbpool_result_rows(r) > 0) {
+        uint64_t id = 0;
+        dbpool_result_int64(r, 0, 0, &c->v0);
+        if (dbpool_result_columns(r) > 1 && dbpool_result_uint64(r, 0, 1, &id) == 0)
+            c->conn_id = id;
+    }
+    dbpool_result_free(r);
+    return NULL;
+}
+
+static void start_call(struct call *c) { assert_int_equal(pthread_create(&c->t, NULL, run_call, c), 0); }
+static void join_call(struct call *c) { assert_int_equal(pthread_join(c->t, NULL), 0); }
+
+/* The scene: limit 1, the holder runs `hold_sql` (a SLEEP), then the requests queue in order
+ * behind it; returns when all have returned. */
+static void stage(struct call *holder, struct call *q, unsigned n)
+{
+    start_call(holder);
+    wait_stats(in_use_is, 1, "the holder's connection");
+    for (unsigned i = 0; i < n; i++) {
+        start_call(&q[i]);
+        wait_stats(waiting_is, i + 1, "requests queued");
+    }
+    join_call(holder);
+    for (unsigned i = 0; i < n; i++)
+        join_call(&q[i]);
+}
+
+static MYSQL *start(unsigned share_us)
+{
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv_u("DB_QUERY_SHARE_US", share_us);
+    return tu_admin(tu_server_shared());
+}
+
+static struct call echo_call(int64_t v)
+{
+    struct call c = {.sql = "SELECT ?, CONNECTION_ID()", .np = 1};
+    c.p[0] = dbpool_param_int64(v);
+    return c;
+}
+
+static struct call sleep_call(const char *sql) { return (struct call){.sql = sql, .rc = -1}; }
+
+/* The holder's connection runs every queued statement, each caller gets its own result, the
+ * server executes each statement once, and the holder's own call succeeds with a clean error
+ * state. */
+static void queued_queries_run_on_the_holders_connection(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    struct call h = sleep_call("SELECT SLEEP(0.3), CONNECTION_ID()"), q[4];
+    for (unsigned i = 0; i < 4; i++)
+        q[i] = echo_call(1000 + i);
+    long long exec0 = tu_global_status(a, "Com_stmt_execute");
+    stage(&h, q, 4);
+    long long execs = tu_global_status(a, "Com_stmt_execute") - exec0;
+
+    assert_int_equal(h.rc, 0);
+    assert_string_equal(h.err, "");
+    assert_true(h.took_ms >= 300);
+    for (unsigned i = 0; i < 4; i++) {
+        if (q[i].rc != 0)
+            fail_msg("request %u: %s", i, q[i].err);
+        assert_int_equal(q[i].v0, 1000 + i);
+        assert_int_equal(q[i].conn_id, h.conn_id); /* the one connection */
+        assert_true(q[i].wait_ns > 0);
+        assert_true(q[i].wait_ns < 10000000000ull);
+    }
+    dbpool_stats s = stats();
+    assert_int_equal(s.served, 4);
+    assert_int_equal(s.created, 1);
+    assert_int_equal(execs, 5); /* each statement once: nothing lost, nothing run twice */
+    assert_int_equal(tu_count_sessions(a, tu_server_shared()->user), 1);
+    dbpool_close();
+    mysql_close(a);
+}
+
+/* A queued statement that fails gives its own caller the code, the server's message and errno;
+ * the holder and the other requests are not affected. */
+static void shared_turn_errors_reach_their_caller(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_dup", db());
+    tu_exec(a, "CREATE TABLE %s.s_dup (id INT PRIMARY KEY)", db());
+    tu_exec(a, "INSERT INTO %s.s_dup VALUES (7)", db());
+    struct call h = sleep_call("SELECT SLEEP(0.2)");
+    struct call q[3] = {{.sql = "SELEC 1"}, {.sql = "INSERT INTO s_dup VALUES (?)", .np = 1}, echo_call(42)};
+    q[1].p[0] = dbpool_param_int64(7);
+    stage(&h, q, 3);
+
+    assert_int_equal(h.rc, 0);
+    assert_string_equal(h.err, "");
+    assert_int_equal(q[0].rc, DBPOOL_EQUERY);
+    assert_int_equal(q[0].server_errno, 1064);
+    assert_non_null(strstr(q[0].err, "DBPOOL_EQUERY"));
+    assert_non_null(strstr(q[0].err, "SELEC 1"));
+    assert_int_equal(q[1].rc, DBPOOL_EQUERY);
+    assert_int_equal(q[1].server_errno, 1062);
+    assert_non_null(strstr(q[1].err, "Duplicate entry"));
+    assert_int_equal(q[2].rc, 0);
+    assert_string_equal(q[2].err, "");
+    assert_int_equal(q[2].v0, 42);
+    assert_int_equal(stats().served, 3);
+    assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_dup", db()), 1);
+    dbpool_close();
+    tu_exec(a, "DROP TABLE %s.s_dup", db());
+    mysql_close(a);
+}
+
+/* A statement that leaves the connection in a transaction ends the shared turn: the next
+ * queued INSERTs must not run inside it (the release rolls it back, which would lose them).
+ * They run on the connection after the rollback, and both rows are on the server. */
+static void shared_turn_stops_at_a_transaction(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_rows", db());
+    tu_exec(a, "CREATE TABLE %s.s_rows (id INT PRIMARY KEY) ENGINE=InnoDB", db());
+    struct call h = sleep_call("SELECT SLEEP(0.2)");
+    struct call q[3] = {{.sql = "START TRANSACTION"},
+                        {.sql = "INSERT INTO s_rows VALUES (?)", .np = 1},
+                        {.sql = "INSERT INTO s_rows VALUES (?)", .np = 1}};
+    q[1].p[0] = dbpool_param_int64(1);
+    q[2].p[0] = dbpool_param_int64(2);
+    stage(&h, q, 3);
+
+    for (unsigned i = 0; i < 3; i++)
+        if (q[i].rc != 0)
+            fail_msg("request %u: %s", i, q[i].err);
+    assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_rows", db()), 2);
+    /* The holder ran START TRANSACTION and stopped; the first INSERT's caller was handed the
+     * rolled-back connection, ran its own and shared a turn with the second. */
+    assert_int_equal(stats().served, 2);
+    dbpool_close();
+    tu_exec(a, "DROP TABLE %s.s_rows", db());
+    mysql_close(a);
+}
+
+/* DB_QUERY_SHARE_US bounds a shared turn: with 1 us, a caller runs at most one queued statement
+ * (the first is always run) before it returns. Four queued: the holder serves the first, the
+ * second is handed the connection and serves the third, the fourth is handed it. */
+static void shared_turn_bounded_by_setting(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1);
+    struct call h = sleep_call("SELECT SLEEP(0.2)"), q[4];
+    for (unsigned i = 0; i < 4; i++)
+        q[i] = echo_call(i);
+    stage(&h, q, 4);
+    for (unsigned i = 0; i < 4; i++) {
+        if (q[i].rc != 0)
+            fail_msg("request %u: %s", i, q[i].err);
+        assert_int_equal(q[i].v0, i);
+    }
+    assert_int_equal(stats().served, 2);
+    dbpool_close();
+    mysql_close(a);
+}
+
+/* Off: DB_QUERY_SHARE_US=0, and DB_RESET_ON_RELEASE=1 (every statement gets a reset session,
+ * which another caller's turn would skip): every caller runs its own statement. */
+static void shared_turns_off(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        MYSQL *a = start(round == 0 ? 0 : 10000000);
+        if (round == 1)
+            setenv("DB_RESET_ON_RELEASE", "1", 1);
+        struct call h = sleep_call("SELECT SLEEP(0.1)"), q[3];
+        for (unsigned i = 0; i < 3; i++)
+            q[i] = echo_call(i + 10);
+        long long resets0 = tu_global_status(a, "Com_admin_commands");
+        stage(&h, q, 3);
+        for (unsigned i = 0; i < 3; i++) {
+            if (q[i].rc != 0)
+                fail_msg("round %d request %u: %s", round, i, q[i].err);
+            assert_int_equal(q[i].v0, i + 10);
+        }
+        assert_int_equal(stats().served, 0);
+        if (round == 1) /* COM_RESET_CONNECTION: one per release */
+            assert_true(tu_global_status(a, "Com_admin_commands") - resets0 >= 4);
+        dbpool_close();
+        mysql_close(a);
+    }
+}
+
+/* Under churn (limit 2, 12 threads, a 3 ms acquire timeout, INSERTs with unique keys): a
+ * statement is run exactly when its caller got 0. Rows on the server = successes, so no request
+ * that timed out ran, and none ran twice or was dropped after it was claimed. */
+struct churn {
+    pthread_t t;
+    unsigned id, n;
+    unsigned ok, timeouts, other;
+    char err[256];
+};
+
+static void *churn_thread(void *p)
+{
+    struct churn *c = p;
+    for (unsigned i = 0; i < c->n; i++) {
+        dbpool_param k = dbpool_param_int64((int64_t)c->id * 100000 + i);
+        int rc = dbpool_query(NULL, "INSERT INTO s_churn VALUES (?)", &k, 1);
+        if (rc == 0)
+            c->ok++;
+        else if (rc == DBPOOL_ETIMEDOUT)
+            c->timeouts++;
+        else if (c->other++ == 0)
+            snprintf(c->err, sizeof c->err, "%s", dbpool_last_error());
+    }
+    return NULL;
+}
+
+static void churn_runs_each_statement_exactly_when_it_succeeds(void **state)
+{
+    (void)state;
+    MYSQL *a = start(1000);
+    setenv("DB_CONNECTION_LIMIT", "2", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "3", 1);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_churn", db());
+    tu_exec(a, "CREATE TABLE %s.s_churn (id BIGINT PRIMARY KEY) ENGINE=InnoDB", db());
+    struct churn c[12];
+    unsigned n = tu_scaled(300);
+    for (unsigned i = 0; i < 12; i++) {
+        c[i] = (struct churn){.id = i, .n = n};
+        assert_int_equal(pthread_create(&c[i].t, NULL, churn_thread, &c[i]), 0);
+    }
+    unsigned ok = 0, timeouts = 0;
+    for (unsigned i = 0; i < 12; i++) {
+        assert_int_equal(pthread_join(c[i].t, NULL), 0);
+        if (c[i].other)
+            fail_msg("thread %u: %u unexpected errors, first: %s", i, c[i].other, c[i].err);
+        ok += c[i].ok;
+        timeouts += c[i].timeouts;
+    }
+    dbpool_stats s = stats();
+    print_message("churn: %u ok, %u timed out, %" PRIu64 " served by another caller\n", ok, timeouts, s.served);
+    assert_int_equal(ok + timeouts, 12 * n);
+    assert_true(s.served > 0); /* the mechanism under test ran */
+    assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_churn", db()), ok);
+    dbpool_close();
+    assert_int_equal(tu_wait_sessions(a, tu_server_shared()->user, 0, tu_slack_ms(5000)), 0);
+    tu_exec(a, "DROP TABLE %s.s_churn", db());
+    mysql_close(a);
+}
+
+/* dbpool_close() during a shared turn: the queued callers that were not claimed get
+ * DBPOOL_ECLOSED at once, the one whose statement runs gets its outcome (the close stops the
+ * statement after the grace period), nobody hangs, no session is left on the server. */
+static void close_during_a_shared_turn(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    setenv("DB_SHUTDOWN_GRACE_MS", "200", 1);
+    struct call h = sleep_call("SELECT SLEEP(0.1)");
+    struct call q[4] = {{.sql = "SELECT SLEEP(5)"}, echo_call(1), echo_call(2), echo_call(3)};
+    start_call(&h);
+    wait_stats(in_use_is, 1, "the holder's connection");
+    for (unsigned i = 0; i < 4; i++) {
+        start_call(&q[i]);
+        wait_stats(waiting_is, i + 1, "requests queued");
+    }
+    /* The holder claims the first request (its SLEEP(5)) and runs it. */
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    while (stats().served < 1 && tu_now_ms() < end)
+        tu_sleep_ms(2);
+    assert_int_equal(stats().served, 1);
+    uint64_t t0 = tu_now_ms();
+    dbpool_close();
+    join_call(&h);
+    for (unsigned i = 0; i < 4; i++)
+        join_call(&q[i]);
+    assert_true(tu_now_ms() - t0 < 4000); /* the SLEEP(5) was stopped, not waited for */
+    assert_int_equal(h.rc, 0);
+    assert_int_not_equal(q[0].rc, 0); /* stopped by the close */
+    for (unsigned i = 1; i < 4; i++) {
+        assert_int_equal(q[i].rc, DBPOOL_ECLOSED);
+        assert_non_null(strstr(q[i].err, "closed"));
+    }
+    assert_int_equal(tu_wait_sessions(a, tu_server_shared()->user, 0, tu_slack_ms(5000)), 0);
+    mysql_close(a);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(queued_queries_run_on_the_holders_connection),
+    cmocka_unit_test(shared_turn_errors_reach_their_caller),
+    cmocka_unit_test(shared_turn_stops_at_a_transaction),
+    cmocka_unit_test(shared_turn_bounded_by_setting),
+    cmocka_unit_test(shared_turns_off),
+    cmocka_unit_test(churn_runs_each_statement_exactly_when_it_succeeds),
+    cmocka_unit_test(close_during_a_shared_turn),
+};
+
+TU_MAIN(tests)
