@@ -28,8 +28,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* TEMP until query.c lands */
-extern int dbpool_conn_exec(dbpool_conn *, const char *) __attribute__((weak));
 static FILE *report;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
