@@ -7,14 +7,20 @@
  *
  * One op = obtain a connection, run one statement, read the whole result, give the
  * connection back:
- *   W1  SELECT 1 (text protocol; libzdb has no text protocol for queries and prepares it)
+ *   W1  SELECT 1 (text protocol; libzdb has no text protocol for queries and prepares it, and
+ *       dbpool_query() prepares every statement)
  *   W2  SELECT id, name, email FROM users WHERE id = ?  with a random id in [1, 10000], through
  *       bound parameters (prepared-statement protocol)
- * Systems:
- *   dbpool   C threads share one libdbpool pool of limit L (DB_RESET_ON_RELEASE per --reset).
- *            W1 runs on dbpool_mysql(); W2 goes through dbpool_conn_query() (statement cache)
- *            between dbpool_get() and dbpool_release(), which is what dbpool_query() does, so
- *            the time inside dbpool_get() can be measured; --api query calls dbpool_query().
+ * Systems (the RESULT line's system= name; "-reset" is appended with --reset 1):
+ *   dbpool   C threads share one libdbpool pool of limit L (DB_RESET_ON_RELEASE per --reset),
+ *            through the get/release API: W1 runs on dbpool_mysql(); W2 goes through
+ *            dbpool_conn_query() (statement cache) between dbpool_get() and dbpool_release(),
+ *            so the time inside dbpool_get() can be measured.
+ *   dbpool-query  (--system dbpool --api query) the same pool through the one-call API: every
+ *            op is one dbpool_query(), W1 included, so W1 goes through the prepared-statement
+ *            protocol and the statement cache too. With every connection in use a caller waits
+ *            in the queue with its statement and may have it run by another caller on that
+ *            caller's connection (shared turns, DB_QUERY_SHARE_US; off with --reset 1).
  *   raw      min(C, L) threads, each with its own dedicated Connector/C connection and its own
  *            statement prepared once: the ceiling no pool can beat (with C > L, L threads).
  *   connect  C threads, each op connects, runs, closes (no pool at all).
@@ -28,14 +34,18 @@
  * completed without a failed op, 1 otherwise, 2 for bad arguments.
  *
  * RESULT keys: ops and ops_per_s over the measured window; lat_p50/p99/p999_us of whole ops;
- * wait_p50/p99_us to obtain a connection (dbpool: inside dbpool_get(); zdb: getConnection()
- * with retries; connect: connect + handshake; raw: 0); cpu_us_per_op (getrusage user + sys of
- * the process / ops); rss_kib (ru_maxrss); ttfq_ms (from before the pool or first connection
- * exists to the first completed op); ops_thread_max/min and fairness (max/min); server_* (the
- * server's Com_stmt_prepare, Com_stmt_execute, Connections, Com_admin_commands during the run,
- * warm-up included); csw_per_op (context switches); pool_* (libdbpool's own counters); ops_all
- * (ops including the warm-up, for per-op cost counts); conn_switch (pools: fraction of ops on
- * which the thread got another connection than on its previous op; raw: 0).
+ * wait_p50/p99_us to obtain a connection (dbpool: inside dbpool_get(); dbpool-query:
+ * dbpool_last_wait_ns(), the wait for a connection or for another caller to start the
+ * statement; zdb: getConnection() with retries; connect: connect + handshake; raw: 0);
+ * cpu_us_per_op (getrusage user + sys of the process / ops); rss_kib (ru_maxrss); ttfq_ms
+ * (from before the pool or first connection exists to the first completed op);
+ * ops_thread_max/min and fairness (max/min); server_* (the server's Com_stmt_prepare,
+ * Com_stmt_execute, Connections, Com_admin_commands during the run, warm-up included);
+ * csw_per_op (context switches); pool_* (libdbpool's own counters); ops_all (ops including
+ * the warm-up, for per-op cost counts); conn_switch (pools: fraction of ops on which the
+ * thread got another connection than on its previous op; raw, and dbpool-query, which never
+ * sees the connection: 0); pool_served (statements run by another caller: dbpool-query only,
+ * warm-up included, so relative to ops_all).
  *
  * Measurement: all threads run during the warm-up, then counters start (getrusage, clock);
  * after the duration they stop. Latencies go into per-thread log-linear histograms (1/64 octave,
@@ -76,7 +86,7 @@ static struct opts {
     unsigned limit, threads;
     double duration_s, warmup_s;
     int reset;     /* dbpool: DB_RESET_ON_RELEASE */
-    int api_query; /* dbpool W2: dbpool_query() instead of get + dbpool_conn_query + release */
+    int api_query; /* dbpool: dbpool_query() instead of get + statement + release */
     const char *host, *user, *password, *db;
     unsigned port;
 } O = {.duration_s = 3, .warmup_s = 1, .limit = 3, .threads = 1};
@@ -170,6 +180,10 @@ static void parse_args(int argc, char **argv)
     }
     if (!have_sys || O.duration_s <= 0)
         usage();
+    if (O.api_query && !BENCH_HAVE_QUERY) { /* would run get/release under the name dbpool-query */
+        fprintf(stderr, "dbpool-bench: built without dbpool_conn_query(): no --api query\n");
+        exit(2);
+    }
     O.host = env_or("DB_HOST", "127.0.0.1");
     O.port = parse_uint(env_or("DB_PORT", "3306"), 1, 65535);
     O.user = env_or("DB_USER", "root");
@@ -524,7 +538,8 @@ static int dbpool_w2(dbpool_conn *c, unsigned id)
     return rc ? fail_dbpool(rc, "dbpool_conn_query") : dbpool_read_w2(r);
 }
 
-/* The one-call API: get, statement, release inside the library (no wait time of its own). */
+/* The one-call API: get, statement, release inside the library; the wait is the library's
+ * own account of it (for a connection, or for another caller to run the statement). */
 static int dbpool_query_op(struct worker *w, uint64_t *wait_ns)
 {
     dbpool_result *r = NULL;
@@ -885,14 +900,15 @@ static void print_result(const struct totals *t, unsigned n, const struct srv_co
 {
     uint64_t fd = atomic_load(&first_done_ns);
     double ops = (double)t->ops;
-    printf("RESULT system=%s%s workload=w%d limit=%u threads=%u workers=%u duration_s=%.2f "
+    printf("RESULT system=%s%s%s workload=w%d limit=%u threads=%u workers=%u duration_s=%.2f "
            "ops=%" PRIu64 " ops_per_s=%.1f lat_p50_us=%.1f lat_p99_us=%.1f lat_p999_us=%.1f "
            "wait_p50_us=%.2f wait_p99_us=%.1f wait_p999_us=%.1f cpu_us_per_op=%.2f rss_kib=%ld ttfq_ms=%.2f "
            "ops_thread_max=%" PRIu64 " ops_thread_min=%" PRIu64 " fairness=%.3f "
            "server_prepares=%lld server_executes=%lld server_connections=%lld "
            "server_admin_cmds=%lld errors=%lu stmt_cache=%d csw_per_op=%.2f pool_created=%" PRIu64
            " pool_closed=%" PRIu64 " pool_waits=%" PRIu64 " ops_all=%" PRIu64 " conn_switch=%.3f pool_served=%" PRIu64 "\n",
-           O.sys_name, O.sys == SYS_DBPOOL && O.reset ? "-reset" : "", O.w2 + 1, O.limit,
+           O.sys_name, O.sys == SYS_DBPOOL && O.api_query ? "-query" : "",
+           O.sys == SYS_DBPOOL && O.reset ? "-reset" : "", O.w2 + 1, O.limit,
            O.threads, n, t->secs, t->ops, ops / t->secs, hist_q(&t->lat, .5) / 1e3,
            hist_q(&t->lat, .99) / 1e3, hist_q(&t->lat, .999) / 1e3, hist_q(&t->wait, .5) / 1e3,
            hist_q(&t->wait, .99) / 1e3, hist_q(&t->wait, .999) / 1e3, t->ops ? t->cpu * 1e6 / ops : 0, t->rss_kib,

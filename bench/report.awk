@@ -1,13 +1,17 @@
 # bench/report.awk - RESULTS.md from the raw lines bench/run.sh collected.
 #
-#   awk -f bench/report.awk meta.txt micro.txt results.txt > RESULTS.md
+#   awk -f bench/report.awk meta.txt micro.txt costs.txt overtake.txt results.txt > RESULTS.md
 #
-#   (costs.txt, between micro.txt and results.txt: "COST ..." and "INSTR ..." lines, may be empty;
-#   overtake.txt, after costs.txt: "OVT us=<DB_QUEUE_OVERTAKE_US|raw> round=N k=v ..." lines)
-# meta.txt: key=value lines. micro.txt: "MICRO k=v ..." lines from dbpool-micro. results.txt:
-# "round=N RESULT k=v ..." lines from dbpool-bench and bench/mysql2/bench.js, "FAIL ..." lines.
-# Every figure is the median over rounds; every ratio to raw is the median over rounds of the
-# ratio between the system's run and the raw run of the same round (seconds apart).
+# meta.txt (first argument): key=value lines. micro.txt: "MICRO k=v ..." lines from
+# dbpool-micro. costs.txt: "COST ..." and "INSTR ..." lines, may be empty. overtake.txt: "OVT
+# series=<raw|overtake|share> us=<setting|raw> round=N k=v ..." lines of the throughput/fairness
+# sweep, may be empty (overtake: dbpool with DB_QUEUE_OVERTAKE_US = us; share: dbpool-query with
+# DB_QUERY_SHARE_US = us; a line without series= is the older format: overtake, or raw).
+# results.txt: "round=N RESULT k=v ..." lines from dbpool-bench and bench/mysql2/bench.js,
+# "FAIL ..." lines. Every figure is the median over rounds; every ratio to raw is the median
+# over rounds of the ratio between the system's run and the raw run of the same round (seconds
+# apart). The pool is measured through both of its APIs, as two systems: dbpool (get/release)
+# and dbpool-query (dbpool_query()); every target about the pool gets a verdict for each.
 # Portable awk (no gawk extensions).
 
 function kv_split(line, out,    n, i, a, p) {
@@ -73,6 +77,15 @@ function dmed(s, w, l, c, m,    r, n, v) {
     for (r = 0; r < nrounds; r++)
         if ((s, w, l, c, r, m) in V && ("raw", w, l, c, r, m) in V)
             v[++n] = V[s, w, l, c, r, m] - V["raw", w, l, c, r, m]
+    return median(v, n)
+}
+
+# Median over rounds of s's metric m divided by its own metric d of the same run.
+function qmed(s, w, l, c, m, d,    r, n, v) {
+    n = 0
+    for (r = 0; r < nrounds; r++)
+        if ((s, w, l, c, r, m) in V && (s, w, l, c, r, d) in V && V[s, w, l, c, r, d] + 0 > 0)
+            v[++n] = (V[s, w, l, c, r, m] + 0) / V[s, w, l, c, r, d]
     return median(v, n)
 }
 
@@ -149,14 +162,15 @@ FILENAME == ARGV[1] {
     delete f
     kv_split($0, f)
     u = f["us"]; c = f["threads"]; r = f["round"]
-    if (!(u in OVU)) {
-        OVU[u] = 1
-        if (u != "raw") OVN[++novt] = u
+    se = ("series" in f) ? f["series"] : (u == "raw" ? "raw" : "overtake")
+    if (!((se, u) in OVU)) {
+        OVU[se, u] = 1
+        if (se != "raw") OVN[se, ++novt[se]] = u
     }
     OVC[c] = 1
     if (r + 1 > ovrounds) ovrounds = r + 1
     for (k in f)
-        OV[u, c, r, k] = f[k]
+        OV[se, u, c, r, k] = f[k]
     next
 }
 
@@ -189,7 +203,7 @@ FILENAME == ARGV[1] {
 END {
     nl = sorted_numeric(LIM, Ls)
     nc = sorted_numeric(THR, Cs)
-    order = "raw dbpool dbpool-reset connect zdb mysql2"
+    order = "raw dbpool dbpool-query dbpool-reset connect zdb mysql2"
     nsys = 0
     no = split(order, O, " ")
     for (i = 1; i <= no; i++)
@@ -209,26 +223,27 @@ END {
     print "| client libraries | libdbpool " meta["lib_dbpool"] " (git " meta["git"] "), MariaDB Connector/C " meta["lib_connector_c_runtime"] ", " meta["lib_zdb"] ", Node.js " meta["node"] " with mysql2 " meta["mysql2"] " |"
     print "| command | `" meta["command"] "` |"
     print "| runs | " nrounds " round(s) per point, " meta["duration"] " s measured after " meta["warmup"] " s of warm-up per run; systems alternate point by point in rotating order |"
-    print "| total runtime | " meta["runtime_s"] " s |"
+    print "| total runtime | " meta["runtime_s"] " s" (("time_grid_s" in meta) ? sprintf(" (set-up %s, micro-benchmark %s, grid %s, sweep %s, per-op costs %s)", meta["time_setup_s"], meta["time_micro_s"], meta["time_grid_s"], meta["time_sweep_s"], meta["time_costs_s"]) : "") " |"
     print ""
     print "## Systems"
     print ""
     print "- **raw**: min(C, L) threads, each with its own dedicated Connector/C connection and its own statement prepared once: the ceiling no pool can beat. With C > L the ceiling is L threads."
-    print "- **dbpool**: C threads share one libdbpool pool of limit L, `DB_RESET_ON_RELEASE=0` (the default, and apples to apples: raw connections are not reset either). W1 runs on `dbpool_mysql()`; W2 through `dbpool_conn_query()` (the per-connection statement cache) between `dbpool_get()` and `dbpool_release()`, which is what `dbpool_query()` does."
-    print "- **dbpool-reset**: the same with `DB_RESET_ON_RELEASE=1` (opt-in): every release runs COM_RESET_CONNECTION and re-applies `SET SESSION wait_timeout` (2 round trips), and the reset drops the connection's prepared statements."
+    print "- **dbpool**: C threads share one libdbpool pool of limit L through the get/release API, `DB_RESET_ON_RELEASE=0` (the default, and apples to apples: raw connections are not reset either). W1 runs on `dbpool_mysql()` (text protocol); W2 through `dbpool_conn_query()` (the per-connection statement cache) between `dbpool_get()` and `dbpool_release()`."
+    print "- **dbpool-query**: the same pool through the one-call API: every op is one `dbpool_query()`, `DB_QUERY_SHARE_US` at its default (1000 µs). Shared turns: when every connection is in use, a caller waits in the queue with its statement, and a caller whose own statement just finished runs the queued statements on its connection (in arrival order, for up to `DB_QUERY_SHARE_US`) instead of handing the connection to another thread. `dbpool_query()` has no text protocol: W1's `SELECT 1` goes through the prepared-statement protocol and the statement cache too (prep = one per connection) and builds an owned result."
+    print "- **dbpool-reset**: get/release with `DB_RESET_ON_RELEASE=1` (opt-in): every release runs COM_RESET_CONNECTION and re-applies `SET SESSION wait_timeout` (2 round trips), and the reset drops the connection's prepared statements."
     print "- **connect**: C threads, each op connects, runs, closes (no pool)."
     print "- **zdb**: libzdb's ConnectionPool, max L, C threads. `ConnectionPool_getConnection()` returns NULL when all L are in use, so the caller retries (50 us doubling to 1 ms). libzdb pings every connection it hands out and prepares every statement, W1 included (it has no text-protocol query)."
     print "- **mysql2**: the mysql2 pool on Node.js, connectionLimit L, C concurrent async loops on the one event loop; W1 `query()`, W2 `execute()` (statement cache per connection)."
     print ""
     print "One op = obtain a connection, run one statement, read the whole result, give the connection back. W1 = `SELECT 1`; W2 = `SELECT id, name, email FROM users WHERE id = ?`, random id over 10,000 rows, bound parameter."
     print ""
-    print "Columns: **ops/s** over the measured window; **(x)** = ratio to raw from the same round (median over rounds); latencies of whole ops in µs; **wait** = time to obtain a connection (dbpool: inside `dbpool_get()`; zdb: `getConnection()` with its retries; mysql2: `getConnection()`; connect: connect + handshake; raw: none); **CPU** = client process user+sys CPU per op (`getrusage`), the server's not included; **RSS** = peak RSS (`ru_maxrss`) of the benchmark process, MiB, with the difference to raw (the harness allocates and touches its per-thread records for C threads in every system, raw included, so its own memory is the same on both sides); **TTFQ** = time from before the first connection or pool exists to the first completed op; **fair** = per-thread op counts max/min; **csw** = context switches of the process per op; **prep** = server `Com_stmt_prepare` during the whole run (warm-up included)."
+    print "Columns: **ops/s** over the measured window; **(x)** = ratio to raw from the same round (median over rounds); latencies of whole ops in µs; **wait** = time to obtain a connection (dbpool: inside `dbpool_get()`; dbpool-query: `dbpool_last_wait_ns()`, the wait for a connection or for another caller to start the statement; zdb: `getConnection()` with its retries; mysql2: `getConnection()`; connect: connect + handshake; raw: none); **CPU** = client process user+sys CPU per op (`getrusage`), the server's not included; **RSS** = peak RSS (`ru_maxrss`) of the benchmark process, MiB, with the difference to raw (the harness allocates and touches its per-thread records for C threads in every system, raw included, so its own memory is the same on both sides); **TTFQ** = time from before the first connection or pool exists to the first completed op; **fair** = per-thread op counts max/min; **csw** = context switches of the process per op; **prep** = server `Com_stmt_prepare` during the whole run (warm-up included); **served** = dbpool-query: share of all its statements (warm-up included) that another caller ran on its connection (shared turns)."
     print ""
 
     # ---- key ratios --------------------------------------------------------------------------
-    print "## Key ratios to raw (throughput; CPU per op for dbpool)"
+    print "## Key ratios to raw (throughput; CPU per op for dbpool and dbpool-query)"
     print ""
-    print "Each ratio is the median over rounds of (system / raw in the same round). The last column shows how far the rounds disagree: on this machine, shared with other work, that spread is the noise floor of every throughput and CPU ratio here. The per-op counts further down do not depend on the load. Why the targets that are not met are not met, with profiles and measured fixes: `bench/PROFILE.md`."
+    print "Each ratio is the median over rounds of (system / raw in the same round). The last columns show how far the rounds disagree: on this machine, shared with other work, that spread is the noise floor of every throughput and CPU ratio here. The per-op counts further down do not depend on the load. Why the targets that are not met are not met, with profiles and measured fixes: `bench/PROFILE.md`."
     print ""
     hdr = "| W | L | C |"
     sep = "|---|---|---|"
@@ -237,8 +252,19 @@ END {
             hdr = hdr " " S[i] " ops |"
             sep = sep "---|"
         }
-    hdr = hdr " dbpool CPU | reset cost (dbpool-reset / dbpool ops) | dbpool ops, range over rounds |"
-    sep = sep "---|---|---|"
+    np = 0
+    if ("dbpool" in SYS) PS[++np] = "dbpool"
+    if ("dbpool-query" in SYS) PS[++np] = "dbpool-query"
+    for (i = 1; i <= np; i++) {
+        hdr = hdr " " PS[i] " CPU |"
+        sep = sep "---|"
+    }
+    hdr = hdr " reset cost (dbpool-reset / dbpool ops) |"
+    sep = sep "---|"
+    for (i = 1; i <= np; i++) {
+        hdr = hdr " " PS[i] " ops, range over rounds |"
+        sep = sep "---|"
+    }
     print hdr
     print sep
     for (wi = 1; wi <= 2; wi++)
@@ -251,12 +277,17 @@ END {
                         x = rmed(S[i], w, l, c, "ops_per_s")
                         row = row " " (x == "" ? "–" : sprintf("%.2f", x)) " |"
                     }
-                x = rmed("dbpool", w, l, c, "cpu_us_per_op")
-                row = row " " (x == "" ? "–" : sprintf("%.2f", x)) " |"
+                for (i = 1; i <= np; i++) {
+                    x = rmed(PS[i], w, l, c, "cpu_us_per_op")
+                    row = row " " (x == "" ? "–" : sprintf("%.2f", x)) " |"
+                }
                 a = med("dbpool-reset", w, l, c, "ops_per_s")
                 b = med("dbpool", w, l, c, "ops_per_s")
                 row = row " " (a == "" || b == "" || b == 0 ? "–" : sprintf("%.2f", a / b)) " |"
-                row = row " " rrange("dbpool", w, l, c, "ops_per_s") " |"
+                for (i = 1; i <= np; i++) {
+                    x = rrange(PS[i], w, l, c, "ops_per_s")
+                    row = row " " (x == "" ? "–" : x) " |"
+                }
                 print row
             }
     print ""
@@ -267,40 +298,22 @@ END {
     targets()
     print ""
 
-    # ---- overtake sweep ---------------------------------------------------------------------------
-    if (novt > 0) {
-        print "## Throughput against fairness: `DB_QUEUE_OVERTAKE_US`"
+    # ---- throughput/fairness sweep ----------------------------------------------------------------
+    if (novt["overtake"] > 0 || novt["share"] > 0) {
+        print "## Throughput against fairness: `DB_QUEUE_OVERTAKE_US` (get/release) and `DB_QUERY_SHARE_US` (`dbpool_query()`)"
         print ""
-        print "W1, L = 3, the same binary with `DB_QUEUE_OVERTAKE_US` set per run (the default is 1000), raw beside it in the same rounds (" ovrounds " round(s) per setting, rotating order). While the oldest waiter has waited less than this, a releasing thread may take its connection straight back (no thread switch); after it, every release hands the connection to the oldest waiter (one thread switch per op). **bound** = the fairness target's 2 × C/L × raw op time (raw op time from raw's throughput in the same round, Little's law); **meets fairness** = max/min ≤ 1.5 and wait p99 ≤ bound. Ratios are medians over rounds of dbpool / raw of the same round."
+        print "W1, L = 3, the same binary with one setting changed per run (the default of both is 1000), raw beside it in the same rounds (" ovrounds " round(s) per setting, all settings of both series in one rotating order). **bound** = the fairness target's 2 × C/L × raw op time (raw op time from raw's throughput in the same round, Little's law); **meets fairness** = max/min ≤ 1.5 and wait p99 ≤ bound. Ratios are medians over rounds of the pool / raw of the same round."
         print ""
-        print "| C | DB_QUEUE_OVERTAKE_US | ops (x raw) | CPU/op (x raw) | csw/op | wait p99 µs | bound µs | max/min | meets fairness | ≥ 0.90 x raw |"
-        print "|---|---|---|---|---|---|---|---|---|---|"
-        nco = sorted_numeric(OVC, OCs)
-        for (ci = 1; ci <= nco; ci++)
-            for (i = 1; i <= novt; i++) {
-                u = OVN[i]; c = OCs[ci]
-                delete va; delete vb; delete vw; delete vf; delete vs; delete vq
-                na = nb = nw = nf = ns = nq = 0
-                for (r = 0; r < ovrounds; r++) {
-                    if (!((u, c, r, "ops_per_s") in OV) || !(("raw", c, r, "ops_per_s") in OV)) continue
-                    x = OV["raw", c, r, "ops_per_s"] + 0
-                    y = OV["raw", c, r, "cpu_us_per_op"] + 0
-                    if (x <= 0) continue
-                    va[++na] = OV[u, c, r, "ops_per_s"] / x
-                    if (y > 0) vb[++nb] = OV[u, c, r, "cpu_us_per_op"] / y
-                    vw[++nw] = OV[u, c, r, "wait_p99_us"] + 0
-                    vf[++nf] = OV[u, c, r, "fairness"] + 0
-                    vs[++ns] = OV[u, c, r, "csw_per_op"] + 0
-                    vq[++nq] = 2 * c / 3 * (OV["raw", c, r, "workers"] / x * 1e6)
-                }
-                if (na == 0) continue
-                a = median(va, na); b = median(vb, nb); wp = median(vw, nw); fr = median(vf, nf)
-                cs = median(vs, ns); bq = median(vq, nq)
-                printf "| %s | %s%s | %.2f | %s | %.2f | %.0f | %.0f | %.2f | %s | %s |\n", c, u, u == 1000 ? " (default)" : "",
-                    a, nb ? sprintf("%.2f", b) : "–", cs, wp, bq, fr, (fr <= 1.5 && wp <= bq) ? "yes" : "no",
-                    a >= 0.90 ? "yes" : "no"
-            }
+    }
+    if (novt["overtake"] > 0) {
+        print "**dbpool (get/release), `DB_QUEUE_OVERTAKE_US`.** While the oldest waiter has waited less than this, a releasing thread may take its connection straight back (no thread switch); after it, every release hands the connection to the oldest waiter (one thread switch per op)."
         print ""
+        sweep_table("overtake", "DB_QUEUE_OVERTAKE_US")
+    }
+    if (novt["share"] > 0) {
+        print "**dbpool-query (`dbpool_query()`), `DB_QUERY_SHARE_US`** (`DB_QUEUE_OVERTAKE_US` at its default). A caller whose statement just finished runs the statements of the callers queued behind it on its connection for up to this long (0 = off: every waiting caller gets a connection of its own, as with get/release). **served** = share of all statements (warm-up included) that another caller ran; **wait** = `dbpool_last_wait_ns()`, for a connection or for another caller to start the statement."
+        print ""
+        sweep_table("share", "DB_QUERY_SHARE_US")
     }
 
     # ---- micro ----------------------------------------------------------------------------------
@@ -323,7 +336,7 @@ END {
         print "Not measured (perf or valgrind missing)."
         print ""
     } else {
-        print "Throughput on this shared 2-CPU machine moves with what the other work on it does; these counts do not. **instr** = user-space instructions per op inside the op function and everything it calls (callgrind, one thread, L = 3); **syscalls** and **csw** = system calls and context switches of the whole benchmark process per op (perf software tracepoints, start-up included) at C = L = 3 and at C = 64, L = 3. A connection moved from one thread to another costs at least one futex wake, one futex wait and one context switch more than raw's dedicated threads ever do."
+        print "Throughput on this shared 2-CPU machine moves with what the other work on it does; these counts do not. **instr** = user-space instructions per op inside the op function and everything it calls (callgrind, one thread, L = 3); **syscalls** and **csw** = system calls and context switches of the whole benchmark process per op (perf software tracepoints, start-up included) at C = L = 3 and at C = 64, L = 3. A connection moved from one thread to another costs at least one futex wake, one futex wait and one context switch more than raw's dedicated threads ever do. dbpool-query's instructions are those of `dbpool_query()` with the benchmark's reading of the result; in W1 that is the prepared-statement protocol and an owned result against raw's text-protocol `SELECT 1`."
         print ""
         print "| W | system | instr/op (x raw) | syscalls/op C=3 | csw/op C=3 | syscalls/op C=64 | csw/op C=64 |"
         print "|---|---|---|---|---|---|---|"
@@ -343,8 +356,8 @@ END {
     # ---- full table -------------------------------------------------------------------------------
     print "## Full table"
     print ""
-    print "| W | L | C | system | ops/s (x) | p50 µs (x) | p99 µs (x) | p99.9 µs (x) | wait p50 µs | wait p99 µs | CPU µs/op (x) | RSS MiB (Δ raw) | TTFQ ms (x) | fair | csw/op | prep |"
-    print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    print "| W | L | C | system | ops/s (x) | p50 µs (x) | p99 µs (x) | p99.9 µs (x) | wait p50 µs | wait p99 µs | CPU µs/op (x) | RSS MiB (Δ raw) | TTFQ ms (x) | fair | csw/op | prep | served |"
+    print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for (wi = 1; wi <= 2; wi++)
         for (li = 1; li <= nl; li++)
             for (ci = 1; ci <= nc; ci++)
@@ -354,13 +367,15 @@ END {
                         continue
                     rss = med(s, w, l, c, "rss_kib") / 1024
                     d = s == "raw" ? "" : dmed(s, w, l, c, "rss_kib")
-                    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%s | %s | %s | %s | %s |\n",
+                    sv = s == "dbpool-query" ? qmed(s, w, l, c, "pool_served", "ops_all") : ""
+                    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%s | %s | %s | %s | %s | %s |\n",
                         toupper(w), l, c, s, withr(s, w, l, c, "ops_per_s"), withr(s, w, l, c, "lat_p50_us"),
                         withr(s, w, l, c, "lat_p99_us"), withr(s, w, l, c, "lat_p999_us"),
                         num(med(s, w, l, c, "wait_p50_us")), num(med(s, w, l, c, "wait_p99_us")),
                         withr(s, w, l, c, "cpu_us_per_op"), rss, d == "" ? "" : sprintf(" (%+.1f)", d / 1024),
                         withr(s, w, l, c, "ttfq_ms"), num(med(s, w, l, c, "fairness")),
-                        num(med(s, w, l, c, "csw_per_op")), med(s, w, l, c, "server_prepares")
+                        num(med(s, w, l, c, "csw_per_op")), med(s, w, l, c, "server_prepares"),
+                        sv == "" ? "–" : sprintf("%.0f %%", 100 * sv)
                 }
     print ""
     if (nfail > 0 || errors_total > 0) {
@@ -374,51 +389,202 @@ END {
     }
 }
 
-# One sentence per target, with the measured figures.
-function targets(    w, l, c, x, y, ok, worst, wc, txt, n, i, cnt, wins, lost, m, better, sysname, opt, fq, raw_op, wp, fr, thr1, thr1cpu, thr64, thr64c, d, li, ci, wi, oi) {
-    # 1. throughput at C = L and at C = 16, 64 with L = 3
+# One table of the sweep: series se ("overtake" or "share"), rows C x setting.
+function sweep_table(se, col,    nco, OCs, ci, i, u, c, r, x, y, va, vb, vw, vf, vs, vq, vv, na, nb, nw, nf, ns, nq, nv, a, b, wp, fr, cs, bq, sv, share) {
+    share = se == "share"
+    print "| C | " col " | ops (x raw) | CPU/op (x raw) | csw/op | wait p99 µs | bound µs | max/min |" (share ? " served |" : "") " meets fairness | ≥ 0.90 x raw |"
+    print "|---|---|---|---|---|---|---|---|" (share ? "---|" : "") "---|---|"
+    nco = sorted_numeric(OVC, OCs)
+    for (ci = 1; ci <= nco; ci++)
+        for (i = 1; i <= novt[se]; i++) {
+            u = OVN[se, i]; c = OCs[ci]
+            delete va; delete vb; delete vw; delete vf; delete vs; delete vq; delete vv
+            na = nb = nw = nf = ns = nq = nv = 0
+            for (r = 0; r < ovrounds; r++) {
+                if (!((se, u, c, r, "ops_per_s") in OV) || !(("raw", "raw", c, r, "ops_per_s") in OV)) continue
+                x = OV["raw", "raw", c, r, "ops_per_s"] + 0
+                y = OV["raw", "raw", c, r, "cpu_us_per_op"] + 0
+                if (x <= 0) continue
+                va[++na] = OV[se, u, c, r, "ops_per_s"] / x
+                if (y > 0) vb[++nb] = OV[se, u, c, r, "cpu_us_per_op"] / y
+                vw[++nw] = OV[se, u, c, r, "wait_p99_us"] + 0
+                vf[++nf] = OV[se, u, c, r, "fairness"] + 0
+                vs[++ns] = OV[se, u, c, r, "csw_per_op"] + 0
+                vq[++nq] = 2 * c / 3 * (OV["raw", "raw", c, r, "workers"] / x * 1e6)
+                if (OV[se, u, c, r, "ops_all"] + 0 > 0)
+                    vv[++nv] = OV[se, u, c, r, "pool_served"] / OV[se, u, c, r, "ops_all"]
+            }
+            if (na == 0) continue
+            a = median(va, na); b = median(vb, nb); wp = median(vw, nw); fr = median(vf, nf)
+            cs = median(vs, ns); bq = median(vq, nq); sv = median(vv, nv)
+            printf "| %s | %s%s | %.2f | %s | %.2f | %.0f | %.0f | %.2f |%s %s | %s |\n", c, u, u == 1000 ? " (default)" : "",
+                a, nb ? sprintf("%.2f", b) : "–", cs, wp, bq, fr,
+                share ? " " (sv == "" ? "–" : sprintf("%.0f %%", 100 * sv)) " |" : "",
+                (fr <= 1.5 && wp <= bq) ? "yes" : "no", (a >= 0.90 ? "yes" : "no")
+        }
+    print ""
+}
+
+# ---- targets ------------------------------------------------------------------------------------
+# Every target about the pool is judged for each API on its own, the same way: dbpool-query
+# (dbpool_query()) and dbpool (get/release). A t_* function returns the figures of one system and
+# sets TS: 1 met, 0 not met, -1 not measured. The verdict names the API that meets a target.
+
+function trim(t) { sub(/[;,] *$/, "", t); return t }
+
+function ifnone(t) { return t == "" ? "–" : t }
+
+function stat(ok) { return ok == 1 ? "met" : ok == 0 ? "not met" : "not measured" }
+
+function verdict(okq, okg) {
+    if (okq == 1 && okg == 1) return "**met** with both APIs"
+    if (okq == 0 && okg == 0) return "**not met** with either API"
+    if (okq == 1 && okg == 0) return "**met with dbpool_query()**, not met with get/release"
+    if (okq == 0 && okg == 1) return "**met with get/release**, not met with dbpool_query()"
+    if (okq == -1 && okg == -1) return "**not measured**"
+    if (okq == -1) return (okg == 1 ? "**met with get/release**" : "**not met** with get/release") ", dbpool_query() not measured"
+    return (okq == 1 ? "**met with dbpool_query()**" : "**not met** with dbpool_query()") ", get/release not measured"
+}
+
+# "dbpool_query(): met, <figures>; get/release: not met, <figures>"
+function both(okq, tq, okg, tg) {
+    return "dbpool_query(): " stat(okq) (tq == "" ? "" : ", " trim(tq)) "; get/release: " stat(okg) (tg == "" ? "" : ", " trim(tg))
+}
+
+# Target 1: throughput at C = L (info = 1: the points with C < L, no verdict).
+function t_cl(s, info,    li, ci, wi, x, ok, txt) {
     ok = 1; txt = ""
     for (li = 1; li <= nl; li++)
         for (ci = 1; ci <= nc; ci++)
-            if (Cs[ci] == Ls[li])
+            if (info ? Cs[ci] < Ls[li] : Cs[ci] == Ls[li])
                 for (wi = 1; wi <= 2; wi++) {
-                    x = rmed("dbpool", Ws[wi], Ls[li], Cs[ci], "ops_per_s")
+                    x = rmed(s, Ws[wi], Ls[li], Cs[ci], "ops_per_s")
                     if (x == "") continue
                     ok = ok && x >= 0.95
                     txt = txt sprintf("%s L=%d C=%d %.2f; ", toupper(Ws[wi]), Ls[li], Cs[ci], x)
                 }
-    y = ""
-    for (li = 1; li <= nl; li++)
-        for (ci = 1; ci <= nc; ci++)
-            if (Cs[ci] < Ls[li])
-                for (wi = 1; wi <= 2; wi++) {
-                    x = rmed("dbpool", Ws[wi], Ls[li], Cs[ci], "ops_per_s")
-                    if (x != "") y = y sprintf("%s L=%d C=%d %.2f; ", toupper(Ws[wi]), Ls[li], Cs[ci], x)
-                }
-    print "1. **Throughput at C = L ≥ 0.95 × raw**: " metyn(ok && txt != "") ". dbpool / raw: " txt "(for information, C < L, where raw also runs C dedicated threads: " y ")"
+    TS = txt == "" ? -1 : ok
+    return txt
+}
+
+# Target 2: throughput at C = 16 and 64 with L = 3.
+function t_many(s,    ci, wi, x, ok, txt) {
     ok = 1; txt = ""
     for (ci = 1; ci <= nc; ci++)
         if (Cs[ci] == 16 || Cs[ci] == 64)
             for (wi = 1; wi <= 2; wi++) {
-                x = rmed("dbpool", Ws[wi], 3, Cs[ci], "ops_per_s")
+                x = rmed(s, Ws[wi], 3, Cs[ci], "ops_per_s")
                 if (x == "") continue
                 ok = ok && x >= 0.90
                 txt = txt sprintf("%s C=%d %.2f; ", toupper(Ws[wi]), Cs[ci], x)
             }
-    print "2. **Throughput at C = 16 and 64 with L = 3 ≥ 0.90 × raw (L threads)**: " metyn(ok && txt != "") ". dbpool / raw: " txt
-    # 2. CPU per op
-    ok = 1; worst = 0; wc = ""; y = 0; m = ""
+    TS = txt == "" ? -1 : ok
+    return txt
+}
+
+# Target 3: client CPU per op at every point.
+function t_cpu(s,    wi, li, ci, x, ok, n, worst, wc, y, m) {
+    ok = 1; n = 0; worst = 0; wc = ""; y = 0; m = ""
     for (wi = 1; wi <= 2; wi++)
         for (li = 1; li <= nl; li++)
             for (ci = 1; ci <= nc; ci++) {
-                x = rmed("dbpool", Ws[wi], Ls[li], Cs[ci], "cpu_us_per_op")
+                x = rmed(s, Ws[wi], Ls[li], Cs[ci], "cpu_us_per_op")
                 if (x == "") continue
+                n++
                 ok = ok && x <= 1.15
-                if (Cs[ci] <= Ls[li] && x > worst) { worst = x; wc = toupper(Ws[wi]) " L=" Ls[li] " C=" Cs[ci] }
-                if (Cs[ci] > Ls[li] && x > y) { y = x; m = toupper(Ws[wi]) " L=" Ls[li] " C=" Cs[ci] }
+                if (Cs[ci] <= Ls[li] && (wc == "" || x > worst)) { worst = x; wc = toupper(Ws[wi]) " L=" Ls[li] " C=" Cs[ci] }
+                if (Cs[ci] > Ls[li] && (m == "" || x > y)) { y = x; m = toupper(Ws[wi]) " L=" Ls[li] " C=" Cs[ci] }
             }
-    print "3. **Client CPU per op ≤ 1.15 × raw**: " metyn(ok && wc != "") ". Worst dbpool / raw at C ≤ L: " sprintf("%.2f", worst) " (" wc "); worst at C > L: " sprintf("%.2f", y) " (" m "), where every op has to move a connection to another thread (a futex wake and a park) that raw's L threads never do."
-    # 3. micro
+    TS = n == 0 ? -1 : ok
+    return n == 0 ? "" : "worst at C ≤ L " (wc == "" ? "–" : sprintf("%.2f (%s)", worst, wc)) ", worst at C > L " (m == "" ? "–" : sprintf("%.2f (%s)", y, m))
+}
+
+# Target 5: fairness at C = 64, L = 3.
+function t_fair(s,    wi, ok, txt, fr, wp, x, n, raw_op, fq) {
+    ok = 1; txt = ""
+    for (wi = 1; wi <= 2; wi++) {
+        fr = med(s, Ws[wi], 3, 64, "fairness")
+        wp = med(s, Ws[wi], 3, 64, "wait_p99_us")
+        x = med("raw", Ws[wi], 3, 64, "ops_per_s")
+        n = med("raw", Ws[wi], 3, 64, "workers")
+        if (fr == "" || wp == "" || x == "" || x == 0) continue
+        raw_op = n / x * 1e6           # mean raw op time per connection, µs (Little's law)
+        fq = 64 / 3 * raw_op           # fair-queue expectation
+        ok = ok && fr <= 1.5 && wp <= 2 * fq
+        txt = txt sprintf("%s max/min %.2f, wait p99 %.0f µs vs bound 2 x %.0f = %.0f µs (raw op %.0f µs); ", toupper(Ws[wi]), fr, wp, fq, 2 * fq, raw_op)
+    }
+    TS = txt == "" ? -1 : ok
+    return txt
+}
+
+# Target 6: peak RSS with L = 3 within 2 MiB of raw.
+function t_rss(s,    wi, ci, d, ok, worst, wc, y) {
+    ok = 1; worst = 0; wc = ""
+    for (wi = 1; wi <= 2; wi++)
+        for (ci = 1; ci <= nc; ci++) {
+            d = dmed(s, Ws[wi], 3, Cs[ci], "rss_kib")
+            if (d == "") continue
+            d = d / 1024
+            ok = ok && d <= 2
+            if (wc == "" || d > worst) { worst = d; wc = toupper(Ws[wi]) " C=" Cs[ci] }
+        }
+    TS = wc == "" ? -1 : ok
+    y = dmed(s, "w1", 3, 3, "rss_kib")
+    return wc == "" ? "" : "at C = L = 3 (same thread count) " (y == "" ? "–" : sprintf("%+.1f", y / 1024)) " MiB (W1), largest difference " sprintf("%+.1f MiB (%s)", worst, wc)
+}
+
+# Targets 7 and 8: ahead of another system on every point (throughput, p99, CPU, RSS).
+function t_ahead(s, o,    wi, li, ci, w, l, c, cnt, wins, lost, better, m, d) {
+    cnt = 0; wins = 0; lost = ""
+    for (wi = 1; wi <= 2; wi++)
+        for (li = 1; li <= nl; li++)
+            for (ci = 1; ci <= nc; ci++) {
+                w = Ws[wi]; l = Ls[li]; c = Cs[ci]
+                if (med(o, w, l, c, "ops_per_s") == "" || med(s, w, l, c, "ops_per_s") == "") continue
+                cnt++
+                better = 1; m = ""
+                if (med(s, w, l, c, "ops_per_s") <= med(o, w, l, c, "ops_per_s")) { better = 0; m = m " ops/s" }
+                if (med(s, w, l, c, "lat_p99_us") >= med(o, w, l, c, "lat_p99_us")) { better = 0; m = m " p99" }
+                if (med(s, w, l, c, "cpu_us_per_op") >= med(o, w, l, c, "cpu_us_per_op")) { better = 0; m = m " CPU" }
+                d = med(s, w, l, c, "rss_kib") - med(o, w, l, c, "rss_kib")
+                if (d >= 0) { better = 0; m = m sprintf(" RSS %+.1f MiB", d / 1024) }
+                if (better) wins++
+                else lost = lost sprintf("%s L=%d C=%d (%s); ", toupper(w), l, c, substr(m, 2))
+            }
+    TS = cnt == 0 ? -1 : wins == cnt
+    return cnt == 0 ? "" : "ahead on all four at " wins " of " cnt " points" (lost == "" ? "" : "; behind on: " trim(lost))
+}
+
+# Target 9: at most one prepare per connection (L) for every workload that goes through the
+# statement cache: W2 with both APIs, W1 with dbpool_query() (get/release runs W1 as text).
+function t_cache(s,    nw, ws, wi, li, ci, l, c, x, y, ok, txt) {
+    nw = split(s == "dbpool-query" ? "w1 w2" : "w2", ws, " ")
+    ok = 1; txt = ""
+    for (wi = 1; wi <= nw; wi++)
+        for (li = 1; li <= nl; li++)
+            for (ci = 1; ci <= nc; ci++) {
+                l = Ls[li]; c = Cs[ci]
+                x = med(s, ws[wi], l, c, "server_prepares")
+                y = med(s, ws[wi], l, c, "server_executes")
+                if (x == "") continue
+                ok = ok && x <= l
+                txt = txt sprintf("%s L=%d C=%d %d / %d; ", toupper(ws[wi]), l, c, x, y)
+            }
+    TS = txt == "" ? -1 : ok
+    return txt == "" ? "" : "prepares / executions: " txt
+}
+
+# One sentence per target, with the measured figures.
+function targets(    tq, tg, oq, og, thr1, thr1cpu, thr64, thr64c, i, oi, sysname, opt, m, li, ci, x, y) {
+    tq = t_cl("dbpool-query", 0); oq = TS
+    tg = t_cl("dbpool", 0); og = TS
+    print "1. **Throughput at C = L ≥ 0.95 × raw**: " verdict(oq, og) ". " both(oq, tq, og, tg) " (for information, C < L, where raw also runs C dedicated threads: dbpool_query(): " ifnone(trim(t_cl("dbpool-query", 1))) "; get/release: " ifnone(trim(t_cl("dbpool", 1))) ")."
+    tq = t_many("dbpool-query"); oq = TS
+    tg = t_many("dbpool"); og = TS
+    print "2. **Throughput at C = 16 and 64 with L = 3 ≥ 0.90 × raw (L threads)**: " verdict(oq, og) ". Pool / raw: " both(oq, tq, og, tg) "."
+    tq = t_cpu("dbpool-query"); oq = TS
+    tg = t_cpu("dbpool"); og = TS
+    print "3. **Client CPU per op ≤ 1.15 × raw**: " verdict(oq, og) ". Pool / raw: " both(oq, tq, og, tg) ". At C > L a queued caller costs a futex wake and a park per op that raw's L threads never pay (get/release: to hand it the connection; dbpool_query(): to hand it the connection or its result)."
     # Values taken from fields are strings: compare them with +0, or awk compares text.
     thr1 = ""; thr64 = ""; thr64c = ""
     for (i = 1; i <= nmicro; i++) {
@@ -429,34 +595,13 @@ function targets(    w, l, c, x, y, ok, worst, wc, txt, n, i, cnt, wins, lost, m
     if (thr1 == "")
         print "4. **get+release ≤ 100 ns median for one thread, no collapse at 64 threads**: **not measured** (dbpool-micro failed)."
     else
-        print "4. **get+release ≤ 100 ns median for one thread, no collapse at 64 threads**: " metyn(thr1 + 0 <= 100 && thr64 != "" && thr64 + 0 <= 4 * thr1) ". One thread: " thr1  " ns per pair (CPU " thr1cpu " ns); 64 threads, limit 64: " thr64 " ns per pair aggregate (" sprintf("%.1f", thr64 / thr1) " x one thread; \"no collapse\" taken as ≤ 4 x); 64 threads, limit 3 (every pair waits for a hand-off): " thr64c " ns."
-    # 4. fairness at C = 64, L = 3
-    ok = 1; txt = ""
-    for (wi = 1; wi <= 2; wi++) {
-        fr = med("dbpool", Ws[wi], 3, 64, "fairness")
-        wp = med("dbpool", Ws[wi], 3, 64, "wait_p99_us")
-        x = med("raw", Ws[wi], 3, 64, "ops_per_s")
-        n = med("raw", Ws[wi], 3, 64, "workers")
-        if (fr == "" || wp == "" || x == "" || x == 0) continue
-        raw_op = n / x * 1e6           # mean raw op time per connection, µs (Little's law)
-        fq = 64 / 3 * raw_op           # fair-queue expectation
-        ok = ok && fr <= 1.5 && wp <= 2 * fq
-        txt = txt sprintf("%s: max/min %.2f, wait p99 %.0f µs vs bound 2 x %.0f = %.0f µs (raw op %.0f µs); ", toupper(Ws[wi]), fr, wp, fq, 2 * fq, raw_op)
-    }
-    print "5. **Fairness at C = 64, L = 3 (max/min ≤ 1.5, wait p99 ≤ 2 × C/L × raw op time)**: " metyn(ok && txt != "") ". " txt
-    # 5. RSS
-    ok = 1; worst = -1e9; wc = ""
-    for (wi = 1; wi <= 2; wi++)
-        for (ci = 1; ci <= nc; ci++) {
-            d = dmed("dbpool", Ws[wi], 3, Cs[ci], "rss_kib")
-            if (d == "") continue
-            d = d / 1024
-            ok = ok && d <= 2
-            if (d > worst) { worst = d; wc = toupper(Ws[wi]) " C=" Cs[ci] }
-        }
-    y = dmed("dbpool", "w1", 3, 3, "rss_kib")
-    print "6. **Peak RSS with L = 3 within 2 MiB of raw**: " metyn(ok && wc != "") ". dbpool − raw at C = L = 3 (same thread count): " (y == "" ? "–" : sprintf("%+.1f", y / 1024)) " MiB (W1); largest difference " sprintf("%+.1f", worst) " MiB (" wc "), which includes the C − L extra application threads (stacks, malloc arenas) that the raw program does not have."
-    # 6. ahead of zdb and mysql2
+        print "4. **get+release ≤ 100 ns median for one thread, no collapse at 64 threads** (the get/release pair itself; `dbpool_query()` is not measured without I/O): " metyn(thr1 + 0 <= 100 && thr64 != "" && thr64 + 0 <= 4 * thr1) ". One thread: " thr1  " ns per pair (CPU " thr1cpu " ns); 64 threads, limit 64: " thr64 " ns per pair aggregate (" (thr64 == "" ? "–" : sprintf("%.1f", thr64 / thr1)) " x one thread; \"no collapse\" taken as ≤ 4 x); 64 threads, limit 3 (every pair waits for a hand-off): " thr64c " ns."
+    tq = t_fair("dbpool-query"); oq = TS
+    tg = t_fair("dbpool"); og = TS
+    print "5. **Fairness at C = 64, L = 3 (max/min ≤ 1.5, wait p99 ≤ 2 × C/L × raw op time)**: " verdict(oq, og) ". " both(oq, tq, og, tg) "."
+    tq = t_rss("dbpool-query"); oq = TS
+    tg = t_rss("dbpool"); og = TS
+    print "6. **Peak RSS with L = 3 within 2 MiB of raw**: " verdict(oq, og) ". Pool − raw: " both(oq, tq, og, tg) "; the largest difference includes the C − L extra application threads (stacks, malloc arenas) that the raw program does not have."
     split("zdb mysql2", opt, " ")
     for (oi = 1; oi <= 2; oi++) {
         sysname = opt[oi]
@@ -464,35 +609,12 @@ function targets(    w, l, c, x, y, ok, worst, wc, txt, n, i, cnt, wins, lost, m
             print (6 + oi) ". **Ahead of " sysname " on every point**: **not measured** (" sysname " was not available)."
             continue
         }
-        cnt = 0; wins = 0; lost = ""
-        for (wi = 1; wi <= 2; wi++)
-            for (li = 1; li <= nl; li++)
-                for (ci = 1; ci <= nc; ci++) {
-                    w = Ws[wi]; l = Ls[li]; c = Cs[ci]
-                    if (med(sysname, w, l, c, "ops_per_s") == "" || med("dbpool", w, l, c, "ops_per_s") == "") continue
-                    cnt++
-                    better = 1; m = ""
-                    if (med("dbpool", w, l, c, "ops_per_s") <= med(sysname, w, l, c, "ops_per_s")) { better = 0; m = m " ops/s" }
-                    if (med("dbpool", w, l, c, "lat_p99_us") >= med(sysname, w, l, c, "lat_p99_us")) { better = 0; m = m " p99" }
-                    if (med("dbpool", w, l, c, "cpu_us_per_op") >= med(sysname, w, l, c, "cpu_us_per_op")) { better = 0; m = m " CPU" }
-                    d = med("dbpool", w, l, c, "rss_kib") - med(sysname, w, l, c, "rss_kib")
-                    if (d >= 0) { better = 0; m = m sprintf(" RSS %+.1f MiB", d / 1024) }
-                    if (better) wins++
-                    else lost = lost sprintf("%s L=%d C=%d (%s); ", toupper(w), l, c, substr(m, 2))
-                }
-        print (6 + oi) ". **Ahead of " sysname " on every point (throughput, p99, CPU per op, RSS)**: " metyn(cnt > 0 && wins == cnt) ". dbpool is ahead on all four at " wins " of " cnt " points" (lost == "" ? "." : "; behind on: " lost)
+        tq = t_ahead("dbpool-query", sysname); oq = TS
+        tg = t_ahead("dbpool", sysname); og = TS
+        print (6 + oi) ". **Ahead of " sysname " on every point (throughput, p99, CPU per op, RSS)**: " verdict(oq, og) ". " both(oq, tq, og, tg) "."
     }
-    # 7. statement cache
-    txt = ""; ok = 1
-    for (li = 1; li <= nl; li++)
-        for (ci = 1; ci <= nc; ci++) {
-            l = Ls[li]; c = Cs[ci]
-            x = med("dbpool", "w2", l, c, "server_prepares")
-            y = med("dbpool", "w2", l, c, "server_executes")
-            if (x == "") continue
-            ok = ok && x <= l
-            txt = txt sprintf("L=%d C=%d: %d prepares for %d executions; ", l, c, x, y)
-        }
+    tq = t_cache("dbpool-query"); oq = TS
+    tg = t_cache("dbpool"); og = TS
     m = ""
     for (li = 1; li <= nl && m == ""; li++)
         for (ci = nc; ci >= 1 && m == ""; ci--) {
@@ -501,5 +623,5 @@ function targets(    w, l, c, x, y, ok, worst, wc, txt, n, i, cnt, wins, lost, m
             if (x != "")
                 m = sprintf("%d prepares for %d executions (L=%d C=%d)", x, y, Ls[li], Cs[ci])
         }
-    print "9. **The statement cache shows up in W2 (prepared once per connection)**: " metyn(ok && txt != "") " with `DB_RESET_ON_RELEASE=0`: " txt "With `DB_RESET_ON_RELEASE=1` the reset drops the cache, so every op prepares again: " (m == "" ? "–" : m) "."
+    print "9. **The statement cache shows up (prepared once per connection: prepares ≤ L)** with `DB_RESET_ON_RELEASE=0`, in every workload that goes through it (W2 with both APIs; W1 with `dbpool_query()`, which prepares `SELECT 1` too, while get/release runs W1 as text): " verdict(oq, og) ". " both(oq, tq, og, tg) ". With `DB_RESET_ON_RELEASE=1` the reset drops the cache, so every op prepares again: " (m == "" ? "–" : m) "."
 }

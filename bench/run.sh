@@ -17,21 +17,30 @@
 # raw lines into RESULTS.md (medians over rounds; every ratio to raw is the median of the
 # per-round ratios, each taken between runs made seconds apart).
 #
-# Systems: raw, dbpool (DB_RESET_ON_RELEASE=0, the default: like raw connections, which do not
-# reset either), dbpool-reset (DB_RESET_ON_RELEASE=1, opt-in: the cost of the reset as its own
-# row), connect, zdb (when libzdb is found), mysql2 (when node and npm work).
+# Systems: raw, dbpool (the get/release API, DB_RESET_ON_RELEASE=0, the default: like raw
+# connections, which do not reset either), dbpool-query (the same pool through the one-call API
+# dbpool_query(), with its shared turns, DB_QUERY_SHARE_US at the default: dbpool-bench --system
+# dbpool --reset 0 --api query), dbpool-reset (get/release with DB_RESET_ON_RELEASE=1, opt-in:
+# the cost of the reset as its own row), connect, zdb (when libzdb is found), mysql2 (when node
+# and npm work). The pool's tuning variables DB_QUEUE_OVERTAKE_US and DB_QUERY_SHARE_US are
+# cleared from the environment: the grid measures the defaults, the sweep sets them per run.
 #
 # Environment (defaults in brackets): BENCH_ROUNDS [4], BENCH_DURATION seconds measured per
 # run [0.9], BENCH_WARMUP [0.4], BENCH_LIMITS ["3 10"], BENCH_THREADS ["1 3 16 64"],
-# BENCH_SYSTEMS ["raw dbpool dbpool-reset connect zdb mysql2"], BENCH_BUILD_DIR [build-bench],
-# BENCH_NODE_DIR, BENCH_RESULTS [bench/RESULTS.md], BENCH_NO_INSTALL=1 (never apt-get/npm),
-# BENCH_OVERTAKES ["0 250 1000 4000 16000"] and BENCH_OVT_ROUNDS [2] for the DB_QUEUE_OVERTAKE_US
-# sweep (BENCH_OVERTAKES="" skips it).
+# BENCH_SYSTEMS ["raw dbpool dbpool-query dbpool-reset connect zdb mysql2"], BENCH_BUILD_DIR
+# [build-bench], BENCH_NODE_DIR, BENCH_RESULTS [bench/RESULTS.md], BENCH_NO_INSTALL=1 (never
+# apt-get/npm); the throughput-against-fairness sweep: BENCH_OVERTAKES ["0 250 1000 4000 16000"]
+# (values of DB_QUEUE_OVERTAKE_US for dbpool), BENCH_SHARES ["0 1000 4000"] (values of
+# DB_QUERY_SHARE_US for dbpool-query), BENCH_OVT_ROUNDS [2]; both lists empty skip it.
+# The defaults take about 13 minutes on 2 CPUs (each run costs its warm-up + duration + about
+# 0.15 s; 448 grid runs, 36 sweep runs, then about 80 s of micro-benchmark and per-op costs),
+# plus the first build; RESULTS.md shows the time of each step.
 # The fixture's own variables (DBPOOL_TEST_HOST, ...) select an external server instead.
 set -euo pipefail
 umask 022
 
 T0=$(date +%s)
+PHASE_T=${EPOCHREALTIME/,/.}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build-bench}
 ROUNDS=${BENCH_ROUNDS:-4}
@@ -39,17 +48,19 @@ DURATION=${BENCH_DURATION:-0.9}
 WARMUP=${BENCH_WARMUP:-0.4}
 LIMITS=${BENCH_LIMITS:-"3 10"}
 THREADS=${BENCH_THREADS:-"1 3 16 64"}
-SYSTEMS=${BENCH_SYSTEMS:-"raw dbpool dbpool-reset connect zdb mysql2"}
-OVERTAKES=${BENCH_OVERTAKES:-"0 250 1000 4000 16000"}
+SYSTEMS=${BENCH_SYSTEMS:-"raw dbpool dbpool-query dbpool-reset connect zdb mysql2"}
+OVERTAKES=${BENCH_OVERTAKES-"0 250 1000 4000 16000"}
+SHARES=${BENCH_SHARES-"0 1000 4000"}
 OVT_ROUNDS=${BENCH_OVT_ROUNDS:-2}
 NODE_DIR=${BENCH_NODE_DIR:-/tmp/dbpool-bench-node}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
 WORK=$BUILD/bench-run
 SRV=$WORK/server
 COMMAND="bash bench/run.sh"
-for v in BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_LIMITS BENCH_THREADS BENCH_SYSTEMS BENCH_OVERTAKES BENCH_OVT_ROUNDS; do
-    if [ -n "${!v:-}" ]; then COMMAND="$v=\"${!v}\" $COMMAND"; fi
+for v in BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_LIMITS BENCH_THREADS BENCH_SYSTEMS BENCH_OVERTAKES BENCH_SHARES BENCH_OVT_ROUNDS; do
+    if [ -n "${!v+set}" ]; then COMMAND="$v=\"${!v}\" $COMMAND"; fi
 done
+unset DB_QUEUE_OVERTAKE_US DB_QUERY_SHARE_US # the grid runs the defaults; the sweep sets them
 
 say() { printf 'run.sh: %s\n' "$*"; }
 warn() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -192,6 +203,7 @@ run_one() { # system workload L C round
     local s=$1 w=$2 l=$3 c=$4 r=$5 out rc=0 cmd
     case $s in
     dbpool) cmd=("$BENCH" --system dbpool --reset 0) ;;
+    dbpool-query) cmd=("$BENCH" --system dbpool --reset 0 --api query) ;;
     dbpool-reset) cmd=("$BENCH" --system dbpool --reset 1) ;;
     raw | connect | zdb) cmd=("$BENCH" --system "$s") ;;
     mysql2) cmd=(env NODE_PATH="$NODE_DIR/node_modules" node "$ROOT/bench/mysql2/bench.js") ;;
@@ -242,10 +254,12 @@ run_grid() {
 # Costs that do not depend on how busy the machine is: syscalls and context switches per op
 # (perf's software tracepoints; the whole process, start-up included, over all ops) at C = L = 3
 # and C = 64, and user-space instructions per op (callgrind, counting only inside the op
-# function and what it calls) with one thread. Skipped when perf or valgrind is missing.
+# function and what it calls: raw_op, dbpool_op, dbpool_query_op, connect_op, zdb_op, named after
+# the system) with one thread. Skipped when perf or valgrind is missing.
 cost_cmd() { # system -> the command line prefix
     case $1 in
     dbpool) echo "$BENCH --system dbpool --reset 0" ;;
+    dbpool-query) echo "$BENCH --system dbpool --reset 0 --api query" ;;
     dbpool-reset) echo "$BENCH --system dbpool --reset 1" ;;
     mysql2) echo "env NODE_PATH=$NODE_DIR/node_modules node $ROOT/bench/mysql2/bench.js" ;;
     *) echo "$BENCH --system $1" ;;
@@ -287,38 +301,50 @@ run_costs() {
     rm -f "$WORK/perf.txt" "$WORK/callgrind.out"
 }
 
-# The throughput/fairness trade of the pool's bounded barging, measured: W1, L = 3, C = 16 and
-# 64, raw beside dbpool with DB_QUEUE_OVERTAKE_US in $OVERTAKES (1000 is the default), rotating
-# in the same way as the grid. Lines "OVT us=<setting> round=<r> RESULT ..." (us=raw for raw).
+# The throughput/fairness trade, measured: W1, L = 3, C = 16 and 64, raw beside dbpool (the
+# get/release API) with DB_QUEUE_OVERTAKE_US in $OVERTAKES and dbpool-query (dbpool_query())
+# with DB_QUERY_SHARE_US in $SHARES (DB_QUEUE_OVERTAKE_US at its default there), all in one
+# rotation as in the grid. Lines "OVT series=<raw|overtake|share> us=<setting|raw> round=<r>
+# k=v ..." (the RESULT line's keys; the default of both settings is 1000).
 run_overtake() {
-    local c r i k n p=0 v out rc sys
-    [ -n "$OVERTAKES" ] || return 0
-    read -r -a sys <<<"raw $OVERTAKES"
-    n=${#sys[@]}
-    say "overtake sweep: W1 L=3 C in {16, 64}, DB_QUEUE_OVERTAKE_US in {$OVERTAKES}"
+    local c r i k n p=0 v entry series out rc sets=(raw:raw) cmd
+    for v in $OVERTAKES; do sets+=("overtake:$v"); done
+    for v in $SHARES; do sets+=("share:$v"); done
+    n=${#sets[@]}
+    [ "$n" -gt 1 ] || return 0
+    say "throughput/fairness sweep: W1 L=3 C in {16, 64}, dbpool with DB_QUEUE_OVERTAKE_US in {$OVERTAKES}, dbpool-query with DB_QUERY_SHARE_US in {$SHARES}"
     for c in 16 64; do
         for ((r = 0; r < OVT_ROUNDS; r++)); do
             for ((i = 0; i < n; i++)); do
                 k=$(((i + p + r) % n))
-                v=${sys[$k]}
+                entry=${sets[$k]}
+                series=${entry%%:*}
+                v=${entry#*:}
+                case $series in
+                raw) cmd=("$BENCH" --system raw) ;;
+                overtake) cmd=(env DB_QUEUE_OVERTAKE_US="$v" "$BENCH" --system dbpool --reset 0) ;;
+                share) cmd=(env DB_QUERY_SHARE_US="$v" "$BENCH" --system dbpool --reset 0 --api query) ;;
+                esac
                 rc=0
-                if [ "$v" = raw ]; then
-                    out=$(cd "$WORK" && timeout 120 "$BENCH" --system raw --workload w1 --limit 3 --threads "$c" \
-                        --duration "$DURATION" --warmup "$WARMUP" 2>>"$WORK/stderr.log") || rc=$?
-                else
-                    out=$(cd "$WORK" && DB_QUEUE_OVERTAKE_US=$v timeout 120 "$BENCH" --system dbpool --reset 0 \
-                        --workload w1 --limit 3 --threads "$c" --duration "$DURATION" --warmup "$WARMUP" \
-                        2>>"$WORK/stderr.log") || rc=$?
-                fi
+                out=$(cd "$WORK" && timeout 120 "${cmd[@]}" --workload w1 --limit 3 --threads "$c" \
+                    --duration "$DURATION" --warmup "$WARMUP" 2>>"$WORK/stderr.log") || rc=$?
                 if [ "$rc" = 0 ] && printf '%s\n' "$out" | grep -q '^RESULT '; then
-                    printf 'OVT us=%s round=%s %s\n' "$v" "$r" "$(printf '%s\n' "$out" | grep '^RESULT ' | sed 's/^RESULT //')" >>"$WORK/overtake.txt"
+                    printf 'OVT series=%s us=%s round=%s %s\n' "$series" "$v" "$r" \
+                        "$(printf '%s\n' "$out" | grep '^RESULT ' | sed 's/^RESULT //')" >>"$WORK/overtake.txt"
                 else
-                    warn "overtake $v C=$c round $r: exit $rc (see $WORK/stderr.log)"
+                    warn "sweep $series $v C=$c round $r: exit $rc (see $WORK/stderr.log)"
                 fi
             done
         done
         p=$((p + 1))
     done
+}
+
+# Wall time of the step that just ended, into meta.txt (RESULTS.md shows where the time goes).
+phase_done() { # name
+    local t=${EPOCHREALTIME/,/.}
+    awk -v n="$1" -v a="$PHASE_T" -v b="$t" 'BEGIN {printf "time_%s_s=%.1f\n", n, b - a}' >>"$WORK/meta.txt"
+    PHASE_T=$t
 }
 
 run_micro() {
@@ -328,6 +354,13 @@ run_micro() {
 }
 
 main() {
+    local s
+    for s in $SYSTEMS; do
+        case $s in
+        raw | dbpool | dbpool-query | dbpool-reset | connect | zdb | mysql2) ;;
+        *) die "unknown system in BENCH_SYSTEMS: $s" ;;
+        esac
+    done
     mkdir -p "$WORK"
     rm -f "$WORK/results.txt" "$WORK/micro.txt" "$WORK/costs.txt" "$WORK/overtake.txt" "$WORK/stderr.log"
     install_deps
@@ -339,10 +372,15 @@ main() {
     start_server
     fill_users
     write_meta
+    phase_done setup
     run_micro
+    phase_done micro
     run_grid
+    phase_done grid
     run_overtake
+    phase_done sweep
     run_costs
+    phase_done costs
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta.txt"
     echo "runtime_s=$(($(date +%s) - T0))" >>"$WORK/meta.txt"
     touch "$WORK/costs.txt" "$WORK/overtake.txt"
