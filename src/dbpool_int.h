@@ -255,6 +255,8 @@ DBPOOL__HIDDEN int dbpool__get_or_serve(dbpool_conn **out, struct dbpool__req *r
  * the pool closing) or DB_QUERY_SHARE_US since since_ns has passed. */
 DBPOOL__HIDDEN struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns,
                                                    struct dbpool__req **req);
+/* dbpool_last_wait_ns() = 0, for calls that fail before waiting could start. */
+DBPOOL__HIDDEN void dbpool__last_wait_clear(void);
 /* The claimed request is done: wake its waiter. No access to the request after this. */
 DBPOOL__HIDDEN void dbpool__request_done(struct wcell *cell);
 /* Close the pool as dbpool_close() does, with `grace_ms` for borrowed connections and a

@@ -14,6 +14,9 @@
  *    caller that has not queued may take an idle connection (barge) unless the head has waited
  *    longer than P.starve_ns (DB_QUEUE_OVERTAKE_US), in which case releases hand connections
  *    to it directly.
+ *  - A dbpool_query() waiter (w->req) at the head may instead be dequeued by a thread that
+ *    holds a connection inside its own dbpool_query() (dbpool__claim_request): that thread runs
+ *    the waiter's statement on its connection (shared turns, DB_QUERY_SHARE_US).
  *  - Slot arrays are never freed while a slot in them may be borrowed: on close with borrowed
  *    connections the array is retired, and late releases close their slot there.
  *
@@ -582,6 +585,18 @@ static void set_expiry(struct dbpool_conn *c)
     c->expires_ns = life ? now + life - (life / 10 ? dbpool__rand((uint32_t)(life / 10 / 1000)) * 1000ull : 0) : 0;
 }
 
+static void account_wait(struct getctx *g, uint64_t now)
+{
+    if (!g->waited)
+        return;
+    uint64_t w = elapsed(now, g->start);
+    g->wait_ns = w;
+    P.st.waits++;
+    P.st.wait_ns_total += w;
+    if (w > P.st.wait_ns_max)
+        P.st.wait_ns_max = w;
+}
+
 static int finish_open(struct dbpool_conn *c, struct getctx *g)
 {
     int rc = open_reserved(c, g);
@@ -597,7 +612,9 @@ static int finish_open(struct dbpool_conn *c, struct getctx *g)
         close_owned(c, R_SHUTDOWN);
         return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while connecting");
     }
-    mark_borrowed(c, g->file, g->line, pthread_self(), dbpool__now_ns());
+    uint64_t now = dbpool__now_ns();
+    account_wait(g, now); /* a waiter that was given a free slot */
+    mark_borrowed(c, g->file, g->line, pthread_self(), now);
     P.st.gets++;
     pthread_mutex_unlock(&P.mu);
     return 0;
@@ -635,25 +652,6 @@ static enum take try_take(struct dbpool_conn **out, uint64_t now)
     return TAKE_NONE;
 }
 
-static void account_wait(struct getctx *g, uint64_t now)
-{
-    if (!g->waited)
-        return;
-    uint64_t w = elapsed(now, g->start);
-    g->wait_ns = w;
-    P.st.waits++;
-    P.st.wait_ns_total += w;
-    if (w > P.st.wait_ns_max)
-        P.st.wait_ns_max = w;
-}
-
-/* Wait in the queue until something can be taken. Returns TAKE_* or a negative code, with P.mu
- * held, except TAKE_HANDED: the connection was handed over, already marked borrowed in our
- * name, and P.mu is not held. Only the head takes idle connections or free slots by itself;
- * the others wait to be handed one or to become the head. A head that is not starving yet
- * sleeps with a timeout at the moment it would (P.starve_ns): a release that pushes a connection
- * to the idle stack does not wake it, because the releasing thread usually takes it straight
- * back (barging); if nobody does, the head takes it itself at that moment. */
 /* Not under P.mu: a claimed request's waiter waits for its outcome. Without a deadline: the
  * claimer runs the statement as the waiter would have, and a close ends it by shutting the
  * connection's socket. */
@@ -663,6 +661,14 @@ static void await_served(struct wcell *cell)
         futex(&cell->word, FUTEX_WAIT_BITSET_PRIVATE, W_CLAIMED, NULL);
 }
 
+/* Wait in the queue until something can be taken. Returns TAKE_* or a negative code, with P.mu
+ * held, except TAKE_HANDED: the connection was handed over, already marked borrowed in our
+ * name, and P.mu is not held, and TAKE_SERVED: a holder claimed `req` and ran it (P.mu not
+ * held). Only the head takes idle connections or free slots by itself;
+ * the others wait to be handed one or to become the head. A head that is not starving yet
+ * sleeps with a timeout at the moment it would (P.starve_ns): a release that pushes a connection
+ * to the idle stack does not wake it, because the releasing thread usually takes it straight
+ * back (barging); if nobody does, the head takes it itself at that moment. */
 static int wait_turn(struct dbpool_conn **out, struct getctx *g, struct dbpool__req *req)
 {
     if (P.opts.queue_limit && P.waiting >= P.opts.queue_limit) {
@@ -675,8 +681,8 @@ static int wait_turn(struct dbpool_conn **out, struct getctx *g, struct dbpool__
                        .g = g, .req = P.share_ns ? req : NULL, .owner = pthread_self()};
     if (!w.cell)
         return dbpool__fail(DBPOOL_ENOMEM, "allocating a wait cell");
-    /* Left at W_HANDED by this thread's last hand-off; nobody else writes it while we are not
-     * queued (late wakes only wake). */
+    /* Left at W_HANDED or W_SERVED by this thread's last wait; nobody else writes it while we
+     * are not queued (late wakes only wake). */
     atomic_store_explicit(&w.cell->word, W_SLEEP, memory_order_relaxed);
     enqueue(&w);
     g->waited = true;
@@ -761,6 +767,8 @@ static _Thread_local uint64_t last_wait_ns;
 
 uint64_t dbpool_last_wait_ns(void) { return last_wait_ns; }
 
+void dbpool__last_wait_clear(void) { last_wait_ns = 0; }
+
 static int get_common(dbpool_conn **out, const char *file, int line, struct dbpool__req *req)
 {
     last_wait_ns = 0;
@@ -808,6 +816,7 @@ static int get_common(dbpool_conn **out, const char *file, int line, struct dbpo
 int dbpool_get_at(dbpool_conn **out, const char *file, int line)
 {
     dbpool__clear_error();
+    last_wait_ns = 0;
     if (!out)
         return dbpool__fail(DBPOOL_EINVAL, "dbpool_get: out is NULL");
     *out = NULL;
@@ -930,6 +939,22 @@ static bool needs_io(struct dbpool_conn *c, uint64_t now)
     return (c->mysql->server_status & SERVER_STATUS_IN_TRANS) != 0; /* from the last OK packet */
 }
 
+/* Under P.mu: does this thread hold a borrowed connection other than c? A statement run for
+ * another caller could then wait for a lock that connection holds (a row lock of this thread's
+ * open transaction, GET_LOCK, a metadata lock), which this thread cannot release before it
+ * returns: a lock wait the server cannot see as a deadlock. */
+static bool holds_another(const struct dbpool_conn *c)
+{
+    struct dbpool__pool_array *a = atomic_load(&P.arr);
+    pthread_t me = pthread_self();
+    for (unsigned i = 0; i < a->n; i++) {
+        const struct dbpool_conn *o = &a->slots[i];
+        if (o != c && get_state((struct dbpool_conn *)o) == DBPOOL__SLOT_BUSY && pthread_equal(o->owner, me))
+            return true;
+    }
+    return false;
+}
+
 struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, struct dbpool__req **req)
 {
     if (!P.share_ns || !atomic_load_explicit(&P.nreq, memory_order_relaxed))
@@ -937,8 +962,12 @@ struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, s
     pthread_mutex_lock(&P.mu);
     struct waiter *h = P.qhead;
     struct wcell *cell = NULL;
-    if (h && h->req && atomic_load(&P.state) == POOL_RUNNING && h->epoch == P.epoch &&
-        c->arr == atomic_load(&P.arr) && get_state(c) == DBPOOL__SLOT_BUSY && !needs_io(c, coarse_ns())) {
+    /* Capacity is free (an idle connection, an unopened slot): the head runs its statement
+     * itself, in parallel, instead of after this thread's. */
+    bool spare = P.nidle || P.open < P.opts.limit;
+    if (h && h->req && !spare && atomic_load(&P.state) == POOL_RUNNING && h->epoch == P.epoch &&
+        c->arr == atomic_load(&P.arr) && get_state(c) == DBPOOL__SLOT_BUSY &&
+        !needs_io(c, coarse_ns()) && !holds_another(c)) {
         uint64_t now = dbpool__now_ns();
         if (!*since_ns)
             *since_ns = now;
@@ -946,12 +975,19 @@ struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, s
             dequeue(h);
             account_wait(h->g, now);
             P.st.served++;
+            /* Timeout errors and leak reports name the caller whose statement runs. */
+            c->site_file = h->g->file;
+            c->site_line = h->g->line;
+            c->borrowed_ns = now;
+            c->leak_reported = false;
             *req = h->req;
             cell = h->cell;
             /* From here h waits for W_SERVED and touches nothing of the pool. */
             atomic_store_explicit(&cell->word, W_CLAIMED, memory_order_release);
             pass_kick_on(); /* h may have been kicked for a slot or idle connection */
         }
+    } else if (spare) {
+        pass_kick_on();
     }
     pthread_mutex_unlock(&P.mu);
     return cell;

@@ -984,6 +984,7 @@ int dbpool_query_at(dbpool_result **out, const char *sql, const dbpool_param *pa
                     size_t nparams, const char *file, int line)
 {
     dbpool__clear_error();
+    dbpool__last_wait_clear();
     if (out)
         *out = NULL;
     if (!sql || (nparams && !params))

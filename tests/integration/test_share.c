@@ -62,6 +62,7 @@ struct call {
     unsigned server_errno;
     char err[512];
     int64_t v0;          /* first column of the first row, if any */
+    uint64_t insert_id;
     uint64_t conn_id;    /* second column (CONNECTION_ID()), if any */
     uint64_t wait_ns;    /* dbpool_last_wait_ns() */
     uint64_t took_ms;
@@ -77,6 +78,8 @@ static void *run_call(void *p)
     c->wait_ns = dbpool_last_wait_ns();
     c->server_errno = dbpool_last_server_errno();
     snprintf(c->err, sizeof c->err, "%s", dbpool_last_error());
+    if (c->rc == 0 && r)
+        c->insert_id = dbpool_result_insert_id(r);
     if (c->rc == 0 && r && dbpool_result_rows(r) > 0) {
         uint64_t id = 0;
         dbpool_result_int64(r, 0, 0, &c->v0);
@@ -122,37 +125,42 @@ static struct call echo_call(int64_t v)
 
 static struct call sleep_call(const char *sql) { return (struct call){.sql = sql, .rc = -1}; }
 
-/* The holder's connection runs every queued statement, each caller gets its own result, the
- * server executes each statement once, and the holder's own call succeeds with a clean error
- * state. */
+/* The holder's connection runs every queued statement, in arrival order (AUTO_INCREMENT on the
+ * server), each caller gets its own result, the server executes each statement once, and the
+ * holder's own call succeeds with a clean error state. */
 static void queued_queries_run_on_the_holders_connection(void **state)
 {
     (void)state;
     MYSQL *a = start(10000000);
-    struct call h = sleep_call("SELECT SLEEP(0.3), CONNECTION_ID()"), q[4];
-    for (unsigned i = 0; i < 4; i++)
-        q[i] = echo_call(1000 + i);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_fifo", db());
+    tu_exec(a, "CREATE TABLE %s.s_fifo (seq INT AUTO_INCREMENT PRIMARY KEY, who INT NOT NULL)", db());
+    struct call h = sleep_call("SELECT SLEEP(0.3)"), q[4];
+    for (unsigned i = 0; i < 4; i++) {
+        q[i] = (struct call){.sql = "INSERT INTO s_fifo (who) VALUES (?)", .np = 1};
+        q[i].p[0] = dbpool_param_int64(1000 + i);
+    }
     long long exec0 = tu_global_status(a, "Com_stmt_execute");
     stage(&h, q, 4);
     long long execs = tu_global_status(a, "Com_stmt_execute") - exec0;
 
     assert_int_equal(h.rc, 0);
     assert_string_equal(h.err, "");
-    assert_true(h.took_ms >= 300);
     for (unsigned i = 0; i < 4; i++) {
         if (q[i].rc != 0)
             fail_msg("request %u: %s", i, q[i].err);
-        assert_int_equal(q[i].v0, 1000 + i);
-        assert_int_equal(q[i].conn_id, h.conn_id); /* the one connection */
+        assert_int_equal(q[i].insert_id, i + 1); /* its own result, in arrival order */
         assert_true(q[i].wait_ns > 0);
         assert_true(q[i].wait_ns < 10000000000ull);
     }
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(tu_scalar(a, "SELECT who FROM %s.s_fifo WHERE seq = %u", db(), i + 1), 1000 + i);
     dbpool_stats s = stats();
     assert_int_equal(s.served, 4);
     assert_int_equal(s.created, 1);
     assert_int_equal(execs, 5); /* each statement once: nothing lost, nothing run twice */
     assert_int_equal(tu_count_sessions(a, tu_server_shared()->user), 1);
     dbpool_close();
+    tu_exec(a, "DROP TABLE %s.s_fifo", db());
     mysql_close(a);
 }
 
@@ -353,12 +361,164 @@ static void close_during_a_shared_turn(void **state)
         join_call(&q[i]);
     assert_true(tu_now_ms() - t0 < 4000); /* the SLEEP(5) was stopped, not waited for */
     assert_int_equal(h.rc, 0);
-    assert_int_not_equal(q[0].rc, 0); /* stopped by the close */
+    /* Stopped by the close: KILL QUERY makes SLEEP() return 1, or the socket shutdown lost the
+     * session first. */
+    if (!(q[0].rc == 0 && q[0].v0 == 1) && q[0].rc != DBPOOL_ECONNLOST && q[0].rc != DBPOOL_EQUERY)
+        fail_msg("the SLEEP(5) run for a caller: %s (%d) %s", dbpool_errname(q[0].rc), q[0].rc, q[0].err);
     for (unsigned i = 1; i < 4; i++) {
         assert_int_equal(q[i].rc, DBPOOL_ECLOSED);
         assert_non_null(strstr(q[i].err, "closed"));
     }
     assert_int_equal(tu_wait_sessions(a, tu_server_shared()->user, 0, tu_slack_ms(5000)), 0);
+    mysql_close(a);
+}
+
+/* A thread that holds another connection never shares its turn: the statement it would run
+ * could wait for a lock of that connection (here a row lock of its open transaction), which the
+ * thread cannot release before it returns: a lock wait the server does not see as a deadlock.
+ * With the rule, the holder returns after its own statement, commits, and the queued UPDATE
+ * then goes through. */
+struct txn_holder {
+    pthread_t t;
+    int rc_query, rc_commit;
+    uint64_t query_ms;
+    char err[256];
+};
+
+static void *txn_holder_thread(void *p)
+{
+    struct txn_holder *t = p;
+    dbpool_conn *x = NULL;
+    t->rc_query = t->rc_commit = -1;
+    if (dbpool_get(&x) != 0 || dbpool_begin(x) != 0 ||
+        dbpool_conn_exec(x, "UPDATE s_acct SET v = v + 1 WHERE id = 1") != 0) {
+        snprintf(t->err, sizeof t->err, "%s", dbpool_last_error());
+        dbpool_release(x);
+        return NULL;
+    }
+    uint64_t t0 = tu_now_ms();
+    t->rc_query = dbpool_query(NULL, "SELECT SLEEP(1)", NULL, 0);
+    t->query_ms = tu_now_ms() - t0;
+    if (t->rc_query != 0)
+        snprintf(t->err, sizeof t->err, "%s", dbpool_last_error());
+    t->rc_commit = dbpool_commit(x);
+    dbpool_release(x);
+    return NULL;
+}
+
+static void no_shared_turn_while_holding_another_connection(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    setenv("DB_CONNECTION_LIMIT", "2", 1);
+    long long lock_wait = tu_scalar(a, "SELECT @@GLOBAL.innodb_lock_wait_timeout");
+    tu_exec(a, "SET GLOBAL innodb_lock_wait_timeout = 5"); /* for the pool's new sessions */
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_acct", db());
+    tu_exec(a, "CREATE TABLE %s.s_acct (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB", db());
+    tu_exec(a, "INSERT INTO %s.s_acct VALUES (1, 0)", db());
+    struct txn_holder t = {0};
+    assert_int_equal(pthread_create(&t.t, NULL, txn_holder_thread, &t), 0);
+    wait_stats(in_use_is, 2, "the transaction and the holder's statement");
+    struct call u = {.sql = "UPDATE s_acct SET v = v + 10 WHERE id = 1"};
+    start_call(&u);
+    wait_stats(waiting_is, 1, "the UPDATE queued");
+    assert_int_equal(pthread_join(t.t, NULL), 0);
+    join_call(&u);
+    tu_exec(a, "SET GLOBAL innodb_lock_wait_timeout = %lld", lock_wait);
+
+    if (t.rc_query != 0 || t.rc_commit != 0)
+        fail_msg("holder: query %d commit %d: %s", t.rc_query, t.rc_commit, t.err);
+    if (u.rc != 0)
+        fail_msg("the queued UPDATE: %s", u.err);
+    assert_true(t.query_ms < 4000); /* not held up by a lock wait on its own transaction */
+    assert_int_equal(stats().served, 0);
+    assert_int_equal(tu_scalar(a, "SELECT v FROM %s.s_acct WHERE id = 1", db()), 11);
+    dbpool_close();
+    tu_exec(a, "DROP TABLE %s.s_acct", db());
+    mysql_close(a);
+}
+
+/* The connection dies during a statement run for another caller (its session is killed): that
+ * caller gets DBPOOL_ECONNLOST, the sharing caller's own call still succeeds with a clean error
+ * state, the turn ends, the broken connection is closed and the next caller runs on a new one. */
+static void lost_connection_during_a_shared_turn(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    struct call h = sleep_call("SELECT SLEEP(0.2)");
+    struct call q[2] = {{.sql = "SELECT SLEEP(3)"}, echo_call(5)};
+    start_call(&h);
+    wait_stats(in_use_is, 1, "the holder's connection");
+    for (unsigned i = 0; i < 2; i++) {
+        start_call(&q[i]);
+        wait_stats(waiting_is, i + 1, "requests queued");
+    }
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    while (stats().served < 1 && tu_now_ms() < end)
+        tu_sleep_ms(2);
+    assert_int_equal(stats().served, 1);
+    long long id = tu_scalar(a, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '%s'",
+                             tu_server_shared()->user);
+    tu_exec(a, "KILL CONNECTION %lld", id);
+    join_call(&h);
+    join_call(&q[0]);
+    join_call(&q[1]);
+
+    assert_int_equal(h.rc, 0);
+    assert_string_equal(h.err, "");
+    assert_int_equal(q[0].rc, DBPOOL_ECONNLOST);
+    if (q[1].rc != 0)
+        fail_msg("the next caller: %s", q[1].err);
+    assert_int_equal(q[1].v0, 5);
+    assert_int_not_equal(q[1].conn_id, (uint64_t)id);
+    dbpool_stats s = stats();
+    assert_int_equal(s.served, 1); /* the turn ended with the lost connection */
+    assert_int_equal(s.closed_broken, 1);
+    assert_int_equal(s.created, 2);
+    dbpool_close();
+    mysql_close(a);
+}
+
+/* dbpool_last_wait_ns() on every path: no wait (0), a caller given a slot freed by a broken
+ * connection (the wait until then), a caller whose statement another caller ran (tested
+ * above). */
+struct getter {
+    pthread_t t;
+    int rc;
+    uint64_t wait_ns;
+};
+
+static void *getter_thread(void *p)
+{
+    struct getter *g = p;
+    dbpool_conn *c = NULL;
+    g->rc = dbpool_get(&c);
+    g->wait_ns = dbpool_last_wait_ns();
+    dbpool_release(c);
+    return NULL;
+}
+
+static void last_wait_on_the_opened_slot_path(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    dbpool_conn *c = NULL;
+    assert_int_equal(dbpool_get(&c), 0);
+    assert_int_equal(dbpool_last_wait_ns(), 0);
+    struct getter g = {0};
+    assert_int_equal(pthread_create(&g.t, NULL, getter_thread, &g), 0);
+    wait_stats(waiting_is, 1, "the getter queued");
+    tu_exec(a, "KILL CONNECTION %lu", mysql_thread_id(dbpool_mysql(c)));
+    tu_sleep_ms(100);
+    assert_int_equal(dbpool_conn_exec(c, "SELECT 1"), DBPOOL_ECONNLOST);
+    dbpool_release(c); /* closed as broken: the getter opens a new connection in its slot */
+    assert_int_equal(pthread_join(g.t, NULL), 0);
+    assert_int_equal(g.rc, 0);
+    assert_true(g.wait_ns >= 100000000ull);
+    dbpool_stats s = stats();
+    assert_int_equal(s.created, 2);
+    assert_int_equal(s.waits, 1);
+    dbpool_close();
     mysql_close(a);
 }
 
@@ -370,6 +530,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(shared_turns_off),
     cmocka_unit_test(churn_runs_each_statement_exactly_when_it_succeeds),
     cmocka_unit_test(close_during_a_shared_turn),
+    cmocka_unit_test(no_shared_turn_while_holding_another_connection),
+    cmocka_unit_test(lost_connection_during_a_shared_turn),
+    cmocka_unit_test(last_wait_on_the_opened_slot_path),
 };
 
 TU_MAIN(tests)
