@@ -2,9 +2,10 @@
  * test_share.c - shared turns of dbpool_query() (DB_QUERY_SHARE_US) against a real server:
  * a caller whose statement finished runs the statements queued behind it on its connection.
  *
- * The scenes are staged: one holder keeps the only connection busy with SELECT SLEEP(), the
- * requesters queue one after the other (each waits until the pool counts it as waiting), then
- * the holder's statement ends. What was run and how often is checked on the server (rows
+ * The scenes are staged: one holder keeps the only connection busy with a statement that waits
+ * for a named lock the test's admin session holds (the gate), the requesters queue one after
+ * the other (each waits until the pool counts it as waiting), then the test opens the gate and
+ * the holder's statement ends. No scene depends on how fast the machine is (valgrind). What was run and how often is checked on the server (rows
  * stored, Com_stmt_execute, sessions), what each caller got is checked by that caller's own
  * thread (recorded, asserted by the main thread).
  */
@@ -51,6 +52,7 @@ static void wait_stats(bool (*ok)(const dbpool_stats *, unsigned), unsigned arg,
 
 static bool in_use_is(const dbpool_stats *s, unsigned n) { return s->in_use == n; }
 static bool waiting_is(const dbpool_stats *s, unsigned n) { return s->waiting == n; }
+static bool served_is(const dbpool_stats *s, unsigned n) { return s->served == n; }
 
 /* One dbpool_query() call on its own thread, and what it saw. */
 struct call {
@@ -93,16 +95,30 @@ static void *run_call(void *p)
 static void start_call(struct call *c) { assert_int_equal(pthread_create(&c->t, NULL, run_call, c), 0); }
 static void join_call(struct call *c) { assert_int_equal(pthread_join(c->t, NULL), 0); }
 
-/* The scene: limit 1, the holder runs `hold_sql` (a SLEEP), then the requests queue in order
- * behind it; returns when all have returned. */
-static void stage(struct call *holder, struct call *q, unsigned n)
+/* The gate: a named lock held by the admin session. The holder's statement takes and releases
+ * it, so it ends when the test releases it. */
+#define GATED "SELECT GET_LOCK('share_gate', 60) + RELEASE_LOCK('share_gate')"
+
+static void gate_close(MYSQL *a) { assert_int_equal(tu_scalar(a, "SELECT GET_LOCK('share_gate', 0)"), 1); }
+static void gate_open(MYSQL *a) { assert_int_equal(tu_scalar(a, "SELECT RELEASE_LOCK('share_gate')"), 1); }
+
+/* The holder's statement starts and waits at the gate, the requests queue in order behind it. */
+static void queue_behind(MYSQL *a, struct call *holder, struct call *q, unsigned n)
 {
+    gate_close(a);
     start_call(holder);
     wait_stats(in_use_is, 1, "the holder's connection");
     for (unsigned i = 0; i < n; i++) {
         start_call(&q[i]);
         wait_stats(waiting_is, i + 1, "requests queued");
     }
+}
+
+/* The scene: queue_behind(), open the gate, and wait until every call has returned. */
+static void stage(MYSQL *a, struct call *holder, struct call *q, unsigned n)
+{
+    queue_behind(a, holder, q, n);
+    gate_open(a);
     join_call(holder);
     for (unsigned i = 0; i < n; i++)
         join_call(&q[i]);
@@ -116,6 +132,15 @@ static MYSQL *start(unsigned share_us)
     return tu_admin(tu_server_shared());
 }
 
+/* Close the pool, drop the test's table (if any) on the server, close the admin connection. */
+static void finish(MYSQL *a, const char *table)
+{
+    dbpool_close();
+    if (table)
+        tu_exec(a, "DROP TABLE %s.%s", db(), table);
+    mysql_close(a);
+}
+
 static struct call echo_call(int64_t v)
 {
     struct call c = {.sql = "SELECT ?, CONNECTION_ID()", .np = 1};
@@ -123,7 +148,7 @@ static struct call echo_call(int64_t v)
     return c;
 }
 
-static struct call sleep_call(const char *sql) { return (struct call){.sql = sql, .rc = -1}; }
+static struct call holder_call(void) { return (struct call){.sql = GATED, .rc = -1}; }
 
 /* The holder's connection runs every queued statement, in arrival order (AUTO_INCREMENT on the
  * server), each caller gets its own result, the server executes each statement once, and the
@@ -134,13 +159,13 @@ static void queued_queries_run_on_the_holders_connection(void **state)
     MYSQL *a = start(10000000);
     tu_exec(a, "DROP TABLE IF EXISTS %s.s_fifo", db());
     tu_exec(a, "CREATE TABLE %s.s_fifo (seq INT AUTO_INCREMENT PRIMARY KEY, who INT NOT NULL)", db());
-    struct call h = sleep_call("SELECT SLEEP(0.3)"), q[4];
+    struct call h = holder_call(), q[4];
     for (unsigned i = 0; i < 4; i++) {
         q[i] = (struct call){.sql = "INSERT INTO s_fifo (who) VALUES (?)", .np = 1};
         q[i].p[0] = dbpool_param_int64(1000 + i);
     }
     long long exec0 = tu_global_status(a, "Com_stmt_execute");
-    stage(&h, q, 4);
+    stage(a, &h, q, 4);
     long long execs = tu_global_status(a, "Com_stmt_execute") - exec0;
 
     assert_int_equal(h.rc, 0);
@@ -159,9 +184,7 @@ static void queued_queries_run_on_the_holders_connection(void **state)
     assert_int_equal(s.created, 1);
     assert_int_equal(execs, 5); /* each statement once: nothing lost, nothing run twice */
     assert_int_equal(tu_count_sessions(a, tu_server_shared()->user), 1);
-    dbpool_close();
-    tu_exec(a, "DROP TABLE %s.s_fifo", db());
-    mysql_close(a);
+    finish(a, "s_fifo");
 }
 
 /* A queued statement that fails gives its own caller the code, the server's message and errno;
@@ -173,10 +196,10 @@ static void shared_turn_errors_reach_their_caller(void **state)
     tu_exec(a, "DROP TABLE IF EXISTS %s.s_dup", db());
     tu_exec(a, "CREATE TABLE %s.s_dup (id INT PRIMARY KEY)", db());
     tu_exec(a, "INSERT INTO %s.s_dup VALUES (7)", db());
-    struct call h = sleep_call("SELECT SLEEP(0.2)");
+    struct call h = holder_call();
     struct call q[3] = {{.sql = "SELEC 1"}, {.sql = "INSERT INTO s_dup VALUES (?)", .np = 1}, echo_call(42)};
     q[1].p[0] = dbpool_param_int64(7);
-    stage(&h, q, 3);
+    stage(a, &h, q, 3);
 
     assert_int_equal(h.rc, 0);
     assert_string_equal(h.err, "");
@@ -192,9 +215,7 @@ static void shared_turn_errors_reach_their_caller(void **state)
     assert_int_equal(q[2].v0, 42);
     assert_int_equal(stats().served, 3);
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_dup", db()), 1);
-    dbpool_close();
-    tu_exec(a, "DROP TABLE %s.s_dup", db());
-    mysql_close(a);
+    finish(a, "s_dup");
 }
 
 /* A statement that leaves the connection in a transaction ends the shared turn: the next
@@ -206,13 +227,13 @@ static void shared_turn_stops_at_a_transaction(void **state)
     MYSQL *a = start(10000000);
     tu_exec(a, "DROP TABLE IF EXISTS %s.s_rows", db());
     tu_exec(a, "CREATE TABLE %s.s_rows (id INT PRIMARY KEY) ENGINE=InnoDB", db());
-    struct call h = sleep_call("SELECT SLEEP(0.2)");
+    struct call h = holder_call();
     struct call q[3] = {{.sql = "START TRANSACTION"},
                         {.sql = "INSERT INTO s_rows VALUES (?)", .np = 1},
                         {.sql = "INSERT INTO s_rows VALUES (?)", .np = 1}};
     q[1].p[0] = dbpool_param_int64(1);
     q[2].p[0] = dbpool_param_int64(2);
-    stage(&h, q, 3);
+    stage(a, &h, q, 3);
 
     for (unsigned i = 0; i < 3; i++)
         if (q[i].rc != 0)
@@ -221,9 +242,7 @@ static void shared_turn_stops_at_a_transaction(void **state)
     /* The holder ran START TRANSACTION and stopped; the first INSERT's caller was handed the
      * rolled-back connection, ran its own and shared a turn with the second. */
     assert_int_equal(stats().served, 2);
-    dbpool_close();
-    tu_exec(a, "DROP TABLE %s.s_rows", db());
-    mysql_close(a);
+    finish(a, "s_rows");
 }
 
 /* DB_QUERY_SHARE_US bounds a shared turn: with 1 us, a caller runs at most one queued statement
@@ -233,18 +252,17 @@ static void shared_turn_bounded_by_setting(void **state)
 {
     (void)state;
     MYSQL *a = start(1);
-    struct call h = sleep_call("SELECT SLEEP(0.2)"), q[4];
+    struct call h = holder_call(), q[4];
     for (unsigned i = 0; i < 4; i++)
         q[i] = echo_call(i);
-    stage(&h, q, 4);
+    stage(a, &h, q, 4);
     for (unsigned i = 0; i < 4; i++) {
         if (q[i].rc != 0)
             fail_msg("request %u: %s", i, q[i].err);
         assert_int_equal(q[i].v0, i);
     }
     assert_int_equal(stats().served, 2);
-    dbpool_close();
-    mysql_close(a);
+    finish(a, NULL);
 }
 
 /* Off: DB_QUERY_SHARE_US=0, and DB_RESET_ON_RELEASE=1 (every statement gets a reset session,
@@ -256,11 +274,11 @@ static void shared_turns_off(void **state)
         MYSQL *a = start(round == 0 ? 0 : 10000000);
         if (round == 1)
             setenv("DB_RESET_ON_RELEASE", "1", 1);
-        struct call h = sleep_call("SELECT SLEEP(0.1)"), q[3];
+        struct call h = holder_call(), q[3];
         for (unsigned i = 0; i < 3; i++)
             q[i] = echo_call(i + 10);
         long long resets0 = tu_global_status(a, "Com_admin_commands");
-        stage(&h, q, 3);
+        stage(a, &h, q, 3);
         for (unsigned i = 0; i < 3; i++) {
             if (q[i].rc != 0)
                 fail_msg("round %d request %u: %s", round, i, q[i].err);
@@ -341,19 +359,12 @@ static void close_during_a_shared_turn(void **state)
     (void)state;
     MYSQL *a = start(10000000);
     setenv("DB_SHUTDOWN_GRACE_MS", "200", 1);
-    struct call h = sleep_call("SELECT SLEEP(0.1)");
+    struct call h = holder_call();
     struct call q[4] = {{.sql = "SELECT SLEEP(5)"}, echo_call(1), echo_call(2), echo_call(3)};
-    start_call(&h);
-    wait_stats(in_use_is, 1, "the holder's connection");
-    for (unsigned i = 0; i < 4; i++) {
-        start_call(&q[i]);
-        wait_stats(waiting_is, i + 1, "requests queued");
-    }
+    queue_behind(a, &h, q, 4);
+    gate_open(a);
     /* The holder claims the first request (its SLEEP(5)) and runs it. */
-    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
-    while (stats().served < 1 && tu_now_ms() < end)
-        tu_sleep_ms(2);
-    assert_int_equal(stats().served, 1);
+    wait_stats(served_is, 1, "the first request claimed");
     uint64_t t0 = tu_now_ms();
     dbpool_close();
     join_call(&h);
@@ -381,7 +392,7 @@ static void close_during_a_shared_turn(void **state)
 struct txn_holder {
     pthread_t t;
     int rc_query, rc_commit;
-    uint64_t query_ms;
+    uint64_t done_ms; /* when its dbpool_query() returned */
     char err[256];
 };
 
@@ -396,9 +407,8 @@ static void *txn_holder_thread(void *p)
         dbpool_release(x);
         return NULL;
     }
-    uint64_t t0 = tu_now_ms();
-    t->rc_query = dbpool_query(NULL, "SELECT SLEEP(1)", NULL, 0);
-    t->query_ms = tu_now_ms() - t0;
+    t->rc_query = dbpool_query(NULL, GATED, NULL, 0);
+    t->done_ms = tu_now_ms();
     if (t->rc_query != 0)
         snprintf(t->err, sizeof t->err, "%s", dbpool_last_error());
     t->rc_commit = dbpool_commit(x);
@@ -417,11 +427,14 @@ static void no_shared_turn_while_holding_another_connection(void **state)
     tu_exec(a, "CREATE TABLE %s.s_acct (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB", db());
     tu_exec(a, "INSERT INTO %s.s_acct VALUES (1, 0)", db());
     struct txn_holder t = {0};
+    gate_close(a);
     assert_int_equal(pthread_create(&t.t, NULL, txn_holder_thread, &t), 0);
     wait_stats(in_use_is, 2, "the transaction and the holder's statement");
     struct call u = {.sql = "UPDATE s_acct SET v = v + 10 WHERE id = 1"};
     start_call(&u);
     wait_stats(waiting_is, 1, "the UPDATE queued");
+    uint64_t opened_ms = tu_now_ms();
+    gate_open(a);
     assert_int_equal(pthread_join(t.t, NULL), 0);
     join_call(&u);
     tu_exec(a, "SET GLOBAL innodb_lock_wait_timeout = %lld", lock_wait);
@@ -430,12 +443,11 @@ static void no_shared_turn_while_holding_another_connection(void **state)
         fail_msg("holder: query %d commit %d: %s", t.rc_query, t.rc_commit, t.err);
     if (u.rc != 0)
         fail_msg("the queued UPDATE: %s", u.err);
-    assert_true(t.query_ms < 4000); /* not held up by a lock wait on its own transaction */
+    /* Not held up by a lock wait on its own transaction (5 s, see above). */
+    assert_true(t.done_ms - opened_ms < 3000);
     assert_int_equal(stats().served, 0);
     assert_int_equal(tu_scalar(a, "SELECT v FROM %s.s_acct WHERE id = 1", db()), 11);
-    dbpool_close();
-    tu_exec(a, "DROP TABLE %s.s_acct", db());
-    mysql_close(a);
+    finish(a, "s_acct");
 }
 
 /* The connection dies during a statement run for another caller (its session is killed): that
@@ -445,18 +457,11 @@ static void lost_connection_during_a_shared_turn(void **state)
 {
     (void)state;
     MYSQL *a = start(10000000);
-    struct call h = sleep_call("SELECT SLEEP(0.2)");
-    struct call q[2] = {{.sql = "SELECT SLEEP(3)"}, echo_call(5)};
-    start_call(&h);
-    wait_stats(in_use_is, 1, "the holder's connection");
-    for (unsigned i = 0; i < 2; i++) {
-        start_call(&q[i]);
-        wait_stats(waiting_is, i + 1, "requests queued");
-    }
-    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
-    while (stats().served < 1 && tu_now_ms() < end)
-        tu_sleep_ms(2);
-    assert_int_equal(stats().served, 1);
+    struct call h = holder_call();
+    struct call q[2] = {{.sql = "SELECT SLEEP(30)"}, echo_call(5)};
+    queue_behind(a, &h, q, 2);
+    gate_open(a);
+    wait_stats(served_is, 1, "the first request claimed");
     long long id = tu_scalar(a, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '%s'",
                              tu_server_shared()->user);
     tu_exec(a, "KILL CONNECTION %lld", id);
@@ -475,8 +480,7 @@ static void lost_connection_during_a_shared_turn(void **state)
     assert_int_equal(s.served, 1); /* the turn ended with the lost connection */
     assert_int_equal(s.closed_broken, 1);
     assert_int_equal(s.created, 2);
-    dbpool_close();
-    mysql_close(a);
+    finish(a, NULL);
 }
 
 /* dbpool_last_wait_ns() on every path: no wait (0), a caller given a slot freed by a broken
@@ -518,8 +522,7 @@ static void last_wait_on_the_opened_slot_path(void **state)
     dbpool_stats s = stats();
     assert_int_equal(s.created, 2);
     assert_int_equal(s.waits, 1);
-    dbpool_close();
-    mysql_close(a);
+    finish(a, NULL);
 }
 
 static const struct CMUnitTest tests[] = {
