@@ -292,9 +292,10 @@ static void shared_turns_off(void **state)
     }
 }
 
-/* Under churn (limit 2, 12 threads, a 3 ms acquire timeout, INSERTs with unique keys): a
- * statement is run exactly when its caller got 0. Rows on the server = successes, so no request
- * that timed out ran, and none ran twice or was dropped after it was claimed. */
+/* Under churn (limit 2, 12 threads, a 3 ms acquire timeout scaled for slow runs, INSERTs with
+ * unique keys): a statement is run exactly when its caller got 0. Rows on the server =
+ * successes, so no request that timed out ran, and none ran twice or was dropped after it was
+ * claimed. */
 struct churn {
     pthread_t t;
     unsigned id, n;
@@ -323,7 +324,9 @@ static void churn_runs_each_statement_exactly_when_it_succeeds(void **state)
     (void)state;
     MYSQL *a = start(1000);
     setenv("DB_CONNECTION_LIMIT", "2", 1);
-    setenv("DB_ACQUIRE_TIMEOUT_MS", "3", 1);
+    /* Short enough that some requests time out in the queue, long enough (scaled for the
+     * sanitizer and valgrind runs) that others are claimed before they do. */
+    setenv_u("DB_ACQUIRE_TIMEOUT_MS", tu_slack_ms(3));
     tu_exec(a, "DROP TABLE IF EXISTS %s.s_churn", db());
     tu_exec(a, "CREATE TABLE %s.s_churn (id BIGINT PRIMARY KEY) ENGINE=InnoDB", db());
     struct churn c[12];
