@@ -493,6 +493,8 @@ struct getter {
     pthread_t t;
     int rc;
     uint64_t wait_ns;
+    const char *sql; /* run on the connection it got, if set */
+    int sql_rc;
 };
 
 static void *getter_thread(void *p)
@@ -501,6 +503,8 @@ static void *getter_thread(void *p)
     dbpool_conn *c = NULL;
     g->rc = dbpool_get(&c);
     g->wait_ns = dbpool_last_wait_ns();
+    if (g->rc == 0 && g->sql)
+        g->sql_rc = dbpool_conn_exec(c, g->sql);
     dbpool_release(c);
     return NULL;
 }
@@ -528,6 +532,47 @@ static void last_wait_on_the_opened_slot_path(void **state)
     finish(a, NULL);
 }
 
+/* A dbpool_get() waiter in the queue ends a shared turn: statements queued behind it are not
+ * run before it gets its connection. Queue: a request, a dbpool_get() caller, a request; each
+ * inserts into an AUTO_INCREMENT table, and the server's order is the arrival order. */
+static void get_waiter_keeps_its_place(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    tu_exec(a, "DROP TABLE IF EXISTS %s.s_mixed", db());
+    tu_exec(a, "CREATE TABLE %s.s_mixed (seq INT AUTO_INCREMENT PRIMARY KEY, who INT NOT NULL)", db());
+    struct call h = holder_call();
+    struct call r[2] = {{.sql = "INSERT INTO s_mixed (who) VALUES (1)"},
+                        {.sql = "INSERT INTO s_mixed (who) VALUES (3)"}};
+    struct getter g = {.sql = "INSERT INTO s_mixed (who) VALUES (2)"};
+    gate_close(a);
+    start_call(&h);
+    wait_stats(in_use_is, 1, "the holder's connection");
+    start_call(&r[0]);
+    wait_stats(waiting_is, 1, "the first request queued");
+    assert_int_equal(pthread_create(&g.t, NULL, getter_thread, &g), 0);
+    wait_stats(waiting_is, 2, "the dbpool_get() caller queued");
+    start_call(&r[1]);
+    wait_stats(waiting_is, 3, "the second request queued");
+    gate_open(a);
+    join_call(&h);
+    assert_int_equal(pthread_join(g.t, NULL), 0);
+    join_call(&r[0]);
+    join_call(&r[1]);
+
+    assert_int_equal(h.rc, 0);
+    assert_int_equal(g.rc, 0);
+    assert_int_equal(g.sql_rc, 0);
+    for (unsigned i = 0; i < 2; i++)
+        if (r[i].rc != 0)
+            fail_msg("request %u: %s", i, r[i].err);
+    for (unsigned i = 1; i <= 3; i++)
+        assert_int_equal(tu_scalar(a, "SELECT who FROM %s.s_mixed WHERE seq = %u", db(), i), i);
+    /* The holder ran the first request only; the second ran on a connection of its own. */
+    assert_int_equal(stats().served, 1);
+    finish(a, "s_mixed");
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(queued_queries_run_on_the_holders_connection),
     cmocka_unit_test(shared_turn_errors_reach_their_caller),
@@ -539,6 +584,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(no_shared_turn_while_holding_another_connection),
     cmocka_unit_test(lost_connection_during_a_shared_turn),
     cmocka_unit_test(last_wait_on_the_opened_slot_path),
+    cmocka_unit_test(get_waiter_keeps_its_place),
 };
 
 TU_MAIN(tests)
