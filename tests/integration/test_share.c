@@ -573,6 +573,37 @@ static void get_waiter_keeps_its_place(void **state)
     finish(a, "s_mixed");
 }
 
+/* Queued requests count against DB_QUEUE_LIMIT like any waiter: with two queued and a limit of
+ * two, a third dbpool_query() fails at once with DBPOOL_EQUEUEFULL and is never run; the two
+ * are served when the holder's statement ends. */
+static void queued_requests_count_against_the_queue_limit(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    setenv("DB_QUEUE_LIMIT", "2", 1);
+    struct call h = holder_call(), q[2] = {echo_call(1), echo_call(2)};
+    queue_behind(a, &h, q, 2);
+    dbpool_result *r = NULL;
+    long long exec0 = tu_global_status(a, "Com_stmt_execute");
+    assert_int_equal(dbpool_query(&r, "SELECT 3", NULL, 0), DBPOOL_EQUEUEFULL);
+    assert_null(r);
+    assert_non_null(strstr(dbpool_last_error(), "DB_QUEUE_LIMIT=2"));
+    assert_int_equal(dbpool_last_wait_ns(), 0);
+    assert_int_equal(tu_global_status(a, "Com_stmt_execute"), exec0); /* never run */
+    gate_open(a);
+    join_call(&h);
+    for (unsigned i = 0; i < 2; i++) {
+        join_call(&q[i]);
+        if (q[i].rc != 0)
+            fail_msg("request %u: %s", i, q[i].err);
+        assert_int_equal(q[i].v0, i + 1);
+    }
+    dbpool_stats s = stats();
+    assert_int_equal(s.served, 2);
+    assert_int_equal(s.queue_full, 1);
+    finish(a, NULL);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(queued_queries_run_on_the_holders_connection),
     cmocka_unit_test(shared_turn_errors_reach_their_caller),
@@ -585,6 +616,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(lost_connection_during_a_shared_turn),
     cmocka_unit_test(last_wait_on_the_opened_slot_path),
     cmocka_unit_test(get_waiter_keeps_its_place),
+    cmocka_unit_test(queued_requests_count_against_the_queue_limit),
 };
 
 TU_MAIN(tests)
