@@ -231,17 +231,23 @@ DBPOOL__HIDDEN const dbpool__options *dbpool__pool_options(void);
  * connection (query.c), which keeps the connection busy instead of moving it to the waiting
  * thread. The waiter's stack holds it; it stays put until the claimer calls
  * dbpool__request_done(). */
+/* A copy of a thread's error (code, server errno, text), to carry it across calls that may
+ * overwrite it, or to another thread (query.c: err_save, err_restore). */
+typedef struct dbpool__saved_err {
+    int code;
+    unsigned server_errno;
+    char text[1024];
+} dbpool__saved_err;
+
 struct dbpool__req {
     const char *sql;
     const dbpool_param *params;
     size_t nparams;
     dbpool_result **out;
-    int rc;                 /* set by the thread that ran it, with the error below */
-    unsigned server_errno;
-    char err[1024];
+    dbpool__saved_err err; /* the outcome, set by the thread that ran it: code 0 or an error */
 };
 struct wcell;
-/* Returned by dbpool__get_or_serve when another thread ran the request (req->rc holds the
+/* Returned by dbpool__get_or_serve when another thread ran the request (req->err holds the
  * outcome). */
 #define DBPOOL__SERVED 1
 /* dbpool_get_at() for dbpool_query(): 0 with *out (run it yourself), DBPOOL__SERVED, or an

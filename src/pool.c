@@ -457,21 +457,29 @@ static int fail_timeout(const struct getctx *g)
                         P.opts.acquire_timeout_ms, P.opts.limit, P.busy, P.waiting, holders);
 }
 
-static void warn_self_deadlock(const struct getctx *g)
+/* Under P.mu: a connection of the current array this thread has borrowed, other than
+ * `except`, or NULL. */
+static struct dbpool_conn *held_by_me(const struct dbpool_conn *except)
 {
     struct dbpool__pool_array *a = atomic_load(&P.arr);
     pthread_t me = pthread_self();
     for (unsigned i = 0; i < a->n; i++) {
         struct dbpool_conn *c = &a->slots[i];
-        if (get_state(c) == DBPOOL__SLOT_BUSY && pthread_equal(c->owner, me)) {
-            dbpool__log(DBPOOL_LOG_WARN,
-                        "possible self-deadlock: this thread holds the connection borrowed at "
-                        "%s:%d and waits for another at %s:%d with all %u in use",
-                        c->site_file ? c->site_file : "?", c->site_line, g->file ? g->file : "?",
-                        g->line, P.opts.limit);
-            return;
-        }
+        if (c != except && get_state(c) == DBPOOL__SLOT_BUSY && pthread_equal(c->owner, me))
+            return c;
     }
+    return NULL;
+}
+
+static void warn_self_deadlock(const struct getctx *g)
+{
+    struct dbpool_conn *c = held_by_me(NULL);
+    if (c)
+        dbpool__log(DBPOOL_LOG_WARN,
+                    "possible self-deadlock: this thread holds the connection borrowed at "
+                    "%s:%d and waits for another at %s:%d with all %u in use",
+                    c->site_file ? c->site_file : "?", c->site_line, g->file ? g->file : "?",
+                    g->line, P.opts.limit);
 }
 
 /* Give back a reservation whose connection never opened or was closed (P.mu not held). */
@@ -769,9 +777,9 @@ uint64_t dbpool_last_wait_ns(void) { return last_wait_ns; }
 
 void dbpool__last_wait_clear(void) { last_wait_ns = 0; }
 
+/* Callers have set last_wait_ns to 0. */
 static int get_common(dbpool_conn **out, const char *file, int line, struct dbpool__req *req)
 {
-    last_wait_ns = 0;
     int rc = ensure_running(NULL);
     if (rc != 0)
         return rc;
@@ -939,22 +947,6 @@ static bool needs_io(struct dbpool_conn *c, uint64_t now)
     return (c->mysql->server_status & SERVER_STATUS_IN_TRANS) != 0; /* from the last OK packet */
 }
 
-/* Under P.mu: does this thread hold a borrowed connection other than c? A statement run for
- * another caller could then wait for a lock that connection holds (a row lock of this thread's
- * open transaction, GET_LOCK, a metadata lock), which this thread cannot release before it
- * returns: a lock wait the server cannot see as a deadlock. */
-static bool holds_another(const struct dbpool_conn *c)
-{
-    struct dbpool__pool_array *a = atomic_load(&P.arr);
-    pthread_t me = pthread_self();
-    for (unsigned i = 0; i < a->n; i++) {
-        const struct dbpool_conn *o = &a->slots[i];
-        if (o != c && get_state((struct dbpool_conn *)o) == DBPOOL__SLOT_BUSY && pthread_equal(o->owner, me))
-            return true;
-    }
-    return false;
-}
-
 struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, struct dbpool__req **req)
 {
     if (!P.share_ns || !atomic_load_explicit(&P.nreq, memory_order_relaxed))
@@ -963,11 +955,14 @@ struct wcell *dbpool__claim_request(struct dbpool_conn *c, uint64_t *since_ns, s
     struct waiter *h = P.qhead;
     struct wcell *cell = NULL;
     /* Capacity is free (an idle connection, an unopened slot): the head runs its statement
-     * itself, in parallel, instead of after this thread's. */
+     * itself, in parallel, instead of after this thread's. A thread that holds another
+     * connection shares no turn: the statement could wait for a lock that connection holds (a
+     * row lock of its open transaction, GET_LOCK, a metadata lock), which the thread cannot
+     * release before it returns, a lock wait the server cannot see as a deadlock. */
     bool spare = P.nidle || P.open < P.opts.limit;
     if (h && h->req && !spare && atomic_load(&P.state) == POOL_RUNNING && h->epoch == P.epoch &&
         c->arr == atomic_load(&P.arr) && get_state(c) == DBPOOL__SLOT_BUSY &&
-        !needs_io(c, coarse_ns()) && !holds_another(c)) {
+        !needs_io(c, coarse_ns()) && !held_by_me(c)) {
         uint64_t now = dbpool__now_ns();
         if (!*since_ns)
             *since_ns = now;

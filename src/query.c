@@ -60,11 +60,7 @@ static int fail_stmt(int code, MYSQL_STMT *st, const char *what, const char *sql
 }
 
 /* A copy of the thread's error, to survive calls (rollback, release) that may overwrite it. */
-typedef struct saved_err {
-    int code;
-    unsigned server_errno;
-    char text[1024];
-} saved_err;
+typedef dbpool__saved_err saved_err;
 
 static void err_save(saved_err *s, int code)
 {
@@ -967,13 +963,10 @@ static void serve_queued(dbpool_conn *conn)
     struct wcell *cell;
     uint64_t since = 0;
     while ((cell = dbpool__claim_request(conn, &since, &r)) != NULL) {
-        r->rc = dbpool_conn_query(conn, r->out, r->sql, r->params, r->nparams);
-        if (r->rc != 0) {
-            saved_err e;
-            err_save(&e, r->rc);
-            r->server_errno = e.server_errno;
-            snprintf(r->err, sizeof r->err, "%s", err_detail(&e));
-        }
+        int rc = dbpool_conn_query(conn, r->out, r->sql, r->params, r->nparams);
+        r->err.code = rc;
+        if (rc != 0)
+            err_save(&r->err, rc);
         dbpool__request_done(cell);
     }
     if (since)
@@ -992,11 +985,8 @@ int dbpool_query_at(dbpool_result **out, const char *sql, const dbpool_param *pa
     dbpool_conn *conn;
     struct dbpool__req req = {.sql = sql, .params = params, .nparams = nparams, .out = out};
     int rc = dbpool__get_or_serve(&conn, &req, file, line);
-    if (rc == DBPOOL__SERVED) {
-        if (req.rc != 0)
-            dbpool__fail_server(req.rc, req.server_errno, "%s", req.err);
-        return req.rc;
-    }
+    if (rc == DBPOOL__SERVED)
+        return req.err.code ? err_restore(&req.err) : 0;
     if (rc != 0)
         return rc;
     rc = dbpool_conn_query(conn, out, sql, params, nparams);

@@ -43,13 +43,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static void setenv_u(const char *k, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    setenv(k, b, 1);
-}
-
 /* src/pool.c BACKOFF_MAX_MS: the longest pause between two connect attempts of one caller. */
 #define POOL_BACKOFF_MAX_MS 500
 
@@ -145,20 +138,13 @@ static fp_proxy *start_proxy(const tu_server *s)
 {
     fp_proxy *p = fp_start("127.0.0.1", s->port);
     assert_non_null(p);
-    setenv_u("DB_PORT", fp_port(p));
+    tu_setenv_u("DB_PORT", fp_port(p));
     return p;
-}
-
-static dbpool_stats stats(void)
-{
-    dbpool_stats st;
-    assert_int_equal(dbpool_stats_get(&st), 0);
-    return st;
 }
 
 static void assert_stats_add_up(void)
 {
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     uint64_t closed = st.closed_idle + st.closed_lifetime + st.closed_broken + st.closed_reset +
                       st.closed_shutdown;
     assert_int_equal(st.created - closed, st.open);
@@ -202,7 +188,7 @@ static void frozen_during_connect(void **state)
     enum { CONNECT_MS = 1000, ACQUIRE_LONG_MS = 3000 };
     tu_server s;
     start_private(&s);
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", CONNECT_MS);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", CONNECT_MS);
     assert_int_equal(dbpool_init(NULL), 0);
     tu_private_freeze(&s);
     dbpool_conn *c = (dbpool_conn *)1;
@@ -214,11 +200,11 @@ static void frozen_during_connect(void **state)
     snprintf(msg, sizeof msg, "%s", dbpool_last_error());
     dbpool_close();
 
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_LONG_MS);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_LONG_MS);
     t0 = tu_now_ms();
     int rc2 = dbpool_get(&c);
     uint64_t retried = tu_now_ms() - t0;
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     tu_private_thaw(&s);
     print_message("frozen at connect: %s after %llu ms (server errno %u: %s); with retries: %s "
                   "after %llu ms, %llu transient connect errors\n",
@@ -249,7 +235,7 @@ static void frozen_mid_query(void **state)
     enum { READ_MS = 2000 };
     tu_server s;
     start_private(&s);
-    setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
+    tu_setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
     setenv("DB_ACQUIRE_TIMEOUT_MS", "3000", 1);
     create_marker(&s);
     dbpool_conn *c;
@@ -267,7 +253,7 @@ static void frozen_mid_query(void **state)
     assert_int_equal(rc, DBPOOL_ECONNLOST);
     assert_true(dead_errno(e));
     assert_true(took >= READ_MS - 100 && took <= READ_MS + tol_ms());
-    assert_int_equal(stats().closed_broken, 1);
+    assert_int_equal(tu_stats().closed_broken, 1);
     assert_int_equal(dbpool_get(&c), 0);
     assert_int_not_equal(dbpool_conn_id(c), id1);
     dbpool_release(c);
@@ -292,7 +278,7 @@ static void restart_between_queries(void **state)
     enum { N = 3 };
     tu_server s;
     start_private(&s);
-    setenv_u("DB_CONNECTION_LIMIT", N);
+    tu_setenv_u("DB_CONNECTION_LIMIT", N);
     dbpool_conn *c[N];
     for (int i = 0; i < N; i++)
         assert_int_equal(dbpool_get(&c[i]), 0);
@@ -300,7 +286,7 @@ static void restart_between_queries(void **state)
         assert_int_equal(dbpool_conn_exec(c[i], "SELECT 1"), 0);
         dbpool_release(c[i]);
     }
-    assert_int_equal(stats().idle, N);
+    assert_int_equal(tu_stats().idle, N);
     uint64_t t0 = tu_now_ms();
     tu_private_restart(&s);
     uint64_t restart_ms = tu_now_ms() - t0;
@@ -319,7 +305,7 @@ static void restart_between_queries(void **state)
     }
     for (int i = 0; i < N; i++)
         dbpool_release(c[i]);
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     print_message("restart took %llu ms; %d dead idle connections replaced transparently, "
                   "slowest get %llu ms; closed_broken %llu\n", (unsigned long long)restart_ms, N,
                   (unsigned long long)worst, (unsigned long long)st.closed_broken);
@@ -451,7 +437,7 @@ static void restart_during_query(void **state)
     assert_int_equal(a.rc, DBPOOL_ECONNLOST);
     assert_true(dead_errno(a.server_errno));
     assert_true(a.done_ms <= up); /* the error came with the shutdown, not after a timeout */
-    assert_int_equal(stats().closed_broken, 1);
+    assert_int_equal(tu_stats().closed_broken, 1);
     assert_int_equal(dbpool_get(&c), 0);
     assert_int_equal(dbpool_conn_exec(c, "SELECT 1"), 0);
     dbpool_release(c);
@@ -561,7 +547,7 @@ static void kill_query_keeps_connection(void **state)
     assert_int_equal(dbpool_conn_id(c), id);
     assert_int_equal(dbpool_conn_exec(c, "SELECT 1"), 0);
     dbpool_release(c);
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     assert_int_equal(st.created, 1);
     assert_int_equal(st.closed_broken + st.closed_reset, 0);
     mysql_close(admin);
@@ -643,7 +629,7 @@ static void max_connections_room_appears(void **state)
     uint64_t t1 = tu_now_ms();
     double cpu = cpu_ms() - cpu0;
     pthread_join(t, NULL);
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     print_message("max_connections: waited %llu ms, in %llu ms after a session was freed, "
                   "CPU %.1f ms (%.1f%% of wall), %llu transient connect errors\n",
                   (unsigned long long)(t1 - t0), (unsigned long long)(t1 - f.freed_ms), cpu,
@@ -672,7 +658,7 @@ static void max_connections_exhausted_fails(void **state)
     enum { ACQUIRE_MS = 2000, CONNECT_MS = 1000 };
     tu_server s;
     start_private(&s);
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
     struct hoard h;
     MYSQL *admin = exhaust_server(&s, &h);
     double cpu0 = cpu_ms();
@@ -715,8 +701,8 @@ static void partition_idle_proxy(void **state)
     tu_server s;
     start_private(&s);
     fp_proxy *p = start_proxy(&s);
-    setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
+    tu_setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
     setenv("DB_VALIDATE_AFTER_MS", "100", 1);
     setenv("DB_CONNECTION_LIMIT", "1", 1);
     dbpool_conn *c;
@@ -731,7 +717,7 @@ static void partition_idle_proxy(void **state)
     unsigned e = dbpool_last_server_errno();
     char msg[512];
     snprintf(msg, sizeof msg, "%s", dbpool_last_error());
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     print_message("idle partition: %s (server errno %u) after %llu ms: %s\n", dbpool_errname(rc), e,
                   (unsigned long long)took, msg);
     assert_true(rc == DBPOOL_ECONNECT || rc == DBPOOL_ETIMEDOUT);
@@ -757,7 +743,7 @@ static void partition_mid_query_proxy(void **state)
     tu_server s;
     start_private(&s);
     fp_proxy *p = start_proxy(&s);
-    setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
+    tu_setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
     setenv("DB_CONNECTION_LIMIT", "2", 1);
     create_marker(&s);
     dbpool_conn *c, *d;
@@ -783,7 +769,7 @@ static void partition_mid_query_proxy(void **state)
     assert_true(took >= READ_MS - 100 && took <= READ_MS + tol_ms());
     dbpool_release(c);
     dbpool_release(d);
-    assert_int_equal(stats().closed_broken, 1);
+    assert_int_equal(tu_stats().closed_broken, 1);
     assert_int_equal(fp_set_mode(p, FP_PASS, 0), 0);
     assert_serves();
     long long n = marker_count(&s, "partition");
@@ -820,7 +806,7 @@ static void proxy_reset_connection_lost(void **state)
     assert_int_equal(rc, DBPOOL_ECONNLOST);
     assert_true(dead_errno(e));
     assert_true(took < 1000);
-    assert_int_equal(stats().closed_broken, 1);
+    assert_int_equal(tu_stats().closed_broken, 1);
 
     assert_int_equal(dbpool_get(&c), 0);
     static struct call_arg a;
@@ -840,7 +826,7 @@ static void proxy_reset_connection_lost(void **state)
     assert_int_equal(a.rc, DBPOOL_ECONNLOST);
     assert_true(dead_errno(a.server_errno));
     assert_true(a.done_ms - t0 < 1000);
-    assert_int_equal(stats().closed_broken, 2);
+    assert_int_equal(tu_stats().closed_broken, 2);
     assert_serves();
     fp_stats ps;
     fp_get_stats(p, &ps);
@@ -893,7 +879,7 @@ static void proxy_cut_mid_packet(void **state)
     setenv("DB_CONNECTION_LIMIT", "1", 1);
     for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++)
         cut_reply(p, cuts[i]);
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     assert_int_equal(st.closed_broken, sizeof cuts / sizeof *cuts);
     assert_serves();
     dbpool_close();
@@ -909,7 +895,7 @@ static void proxy_cut_mid_packet(void **state)
                   (unsigned long long)took, dbpool_last_error());
     assert_int_equal(rc, DBPOOL_ECONNECT);
     assert_true(took <= 1500 + 1000 + tol_ms());
-    assert_true(stats().connect_errors_transient >= 2); /* retried, with backoff */
+    assert_true(tu_stats().connect_errors_transient >= 2); /* retried, with backoff */
     assert_int_equal(fp_set_mode(p, FP_PASS, 0), 0);
     assert_serves();
     fp_stats ps;
@@ -931,7 +917,7 @@ static void proxy_delay_vs_read_timeout(void **state)
     tu_server s;
     start_private(&s);
     fp_proxy *p = start_proxy(&s);
-    setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
+    tu_setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
     setenv("DB_CONNECTION_LIMIT", "1", 1);
     dbpool_conn *c;
     assert_int_equal(dbpool_get(&c), 0);
@@ -1080,8 +1066,8 @@ static void partition_netns(void **state)
     enter_netns_or_skip(&f);
     tu_server s;
     start_private(&s);
-    setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
+    tu_setenv_u("DB_READ_TIMEOUT_MS", READ_MS);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", ACQUIRE_MS);
     setenv("DB_VALIDATE_AFTER_MS", "100", 1);
     setenv("DB_CONNECTION_LIMIT", "2", 1);
     dbpool_conn *c, *d;
@@ -1337,7 +1323,7 @@ static void restart_under_load(void **state)
     (void)state;
     tu_server s;
     start_private(&s);
-    setenv_u("DB_CONNECTION_LIMIT", LOAD_LIMIT);
+    tu_setenv_u("DB_CONNECTION_LIMIT", LOAD_LIMIT);
     setenv("DB_ACQUIRE_TIMEOUT_MS", "3000", 1);
     static struct load l;
     memset(&l, 0, sizeof l);
@@ -1374,7 +1360,7 @@ static void restart_under_load(void **state)
         assert_true(recovery[r] <= 1000 + (instrumented() ? tol_ms() : 0));
     assert_true(l.polls > 10);
     assert_true(l.max_sessions <= LOAD_LIMIT);
-    dbpool_stats st = stats();
+    dbpool_stats st = tu_stats();
     print_message("pool: created %llu, closed broken %llu / idle %llu / reset %llu, peak %u\n",
                   (unsigned long long)st.created, (unsigned long long)st.closed_broken,
                   (unsigned long long)st.closed_idle, (unsigned long long)st.closed_reset, st.peak_open);

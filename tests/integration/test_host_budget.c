@@ -81,13 +81,6 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void setenv_u(const char *k, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    setenv(k, b, 1);
-}
-
 static void make_user(struct env *e, char *user, size_t n, const char *tag)
 {
     snprintf(user, n, "dbpb_%ld_%s", (long)getpid(), tag);
@@ -115,10 +108,10 @@ static void setup(struct env *e, unsigned budget, unsigned limit, unsigned acqui
     assert_non_null(mkdtemp(e->base));
     snprintf(e->dir, sizeof e->dir, "%s/budget", e->base);
     use_user(e->user);
-    setenv_u("DB_HOST_BUDGET", budget);
+    tu_setenv_u("DB_HOST_BUDGET", budget);
     setenv("DB_HOST_BUDGET_DIR", e->dir, 1);
-    setenv_u("DB_CONNECTION_LIMIT", limit);
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", acquire_ms);
+    tu_setenv_u("DB_CONNECTION_LIMIT", limit);
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", acquire_ms);
 }
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
@@ -360,7 +353,7 @@ static void holder_fork_child_keeps_nothing(void **state)
     kid_add((pid_t)c);
     assert_int_equal(kill((pid_t)c, 0), 0);
 
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", 300); /* this process's own pool */
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", 300); /* this process's own pool */
     assert_int_equal(dbpool_init(NULL), 0);
     long pids[4] = {0, 0, 0, 0};
     size_t n = 0;
@@ -421,7 +414,7 @@ static void two_users_have_independent_budgets(void **state)
 
     use_user(E.user2);
     /* Both the wait that must not happen and the bound scale with the build's slowness. */
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", tu_slack_ms(300));
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", tu_slack_ms(300));
     dbpool_conn *c[2] = {NULL, NULL}, *extra = NULL;
     uint64_t t0 = tu_now_ms();
     assert_int_equal(dbpool_get(&c[0]), 0);

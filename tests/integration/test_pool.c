@@ -22,13 +22,6 @@
 
 static const char *app_user(void) { return tu_server_shared()->user; }
 
-static void setenv_u(const char *k, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    setenv(k, b, 1);
-}
-
 /* Run one statement on a borrowed connection; returns mysql_errno (0 = ok). */
 static unsigned run(dbpool_conn *c, const char *sql)
 {
@@ -152,7 +145,7 @@ static void limit_under_contention(void **state)
     (void)state;
     enum { THREADS = 32, LIMIT = 4 };
     tu_use_shared();
-    setenv_u("DB_CONNECTION_LIMIT", LIMIT);
+    tu_setenv_u("DB_CONNECTION_LIMIT", LIMIT);
     setenv("DB_RESET_ON_RELEASE", "0", 1);
     setenv("DB_ACQUIRE_TIMEOUT_MS", "60000", 1);
     static struct contention ct;
@@ -671,7 +664,7 @@ static void no_capacity_unused_while_waiting(void **state)
     (void)state;
     enum { THREADS = 12, LIMIT = 2 };
     tu_use_shared();
-    setenv_u("DB_CONNECTION_LIMIT", LIMIT);
+    tu_setenv_u("DB_CONNECTION_LIMIT", LIMIT);
     setenv("DB_QUEUE_OVERTAKE_US", "0", 1);
     setenv("DB_RESET_ON_RELEASE", "0", 1);
     setenv("DB_ACQUIRE_TIMEOUT_MS", "20000", 1);
@@ -784,7 +777,7 @@ static void handoff_races_timeouts_and_close(void **state)
     (void)state;
     enum { THREADS = 24, LIMIT = 2 };
     tu_use_shared();
-    setenv_u("DB_CONNECTION_LIMIT", LIMIT);
+    tu_setenv_u("DB_CONNECTION_LIMIT", LIMIT);
     setenv("DB_RESET_ON_RELEASE", "0", 1);
     setenv("DB_ACQUIRE_TIMEOUT_MS", "2", 1);
     setenv("DB_SHUTDOWN_GRACE_MS", "3000", 1);

@@ -27,18 +27,11 @@
 
 static const char *db(void) { return tu_server_shared()->db; }
 
-static void setenv_u(const char *k, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    setenv(k, b, 1);
-}
-
 /* Environment for the pool (application user on the shared server) and an admin connection. */
 static MYSQL *start(unsigned limit)
 {
     tu_use_shared();
-    setenv_u("DB_CONNECTION_LIMIT", limit);
+    tu_setenv_u("DB_CONNECTION_LIMIT", limit);
     return tu_admin(tu_server_shared());
 }
 
@@ -68,13 +61,6 @@ static int64_t get_i64(const dbpool_result *r, size_t row, unsigned col)
     if (rc != 0)
         fail_msg("int64(%zu,%u): %s", row, col, dbpool_last_error());
     return v;
-}
-
-static dbpool_stats stats(void)
-{
-    dbpool_stats s;
-    assert_int_equal(dbpool_stats_get(&s), 0);
-    return s;
 }
 
 /* A session status counter of a borrowed connection, read over its raw handle. */
@@ -494,7 +480,7 @@ static void statement_errors_reported(void **state)
     dbpool_result_free(r);
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.q_users", db()), 5);
     dbpool_release(c);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.created, 1);
     assert_int_equal(s.closed_broken, 0);
     assert_int_equal(s.closed_reset, 0);
@@ -533,7 +519,7 @@ static void altered_table_reprepares(void **state)
     assert_true((unsigned long)get_i64(r, 0, 0) == id);
     dbpool_result_free(r);
     dbpool_release(c);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -588,7 +574,7 @@ static void killed_mid_statement_not_replayed(void **state)
     for (int i = 0; i < 100 && tu_session_exists(a, victim); i++)
         tu_sleep_ms(10);
     assert_int_equal(tu_session_exists(a, victim), 0);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.closed_broken, 1);
     /* The next call works on a new session, and the statement never ran a second time. */
     r = must("SELECT CONNECTION_ID()", NULL, 0);
@@ -596,7 +582,7 @@ static void killed_mid_statement_not_replayed(void **state)
     dbpool_result_free(r);
     tu_sleep_ms(500);
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.q_marker", db()), 1);
-    assert_int_equal(stats().created, 2);
+    assert_int_equal(tu_stats().created, 2);
     mysql_close(a2);
     mysql_close(a);
     dbpool_close();
@@ -653,7 +639,7 @@ static void exec_and_explicit_transactions(void **state)
     assert_int_equal(dbpool_conn_exec(c, "INSERT INTO q_txn VALUES (1, 'dup')"), DBPOOL_EQUERY);
     assert_int_equal(dbpool_last_server_errno(), 1062);
     dbpool_release(c);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -708,7 +694,7 @@ static void transaction_commits(void **state)
     assert_int_equal(b.calls, 1);
     assert_int_equal(b.in_trans, 1); /* the body ran inside a transaction */
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.q_txn WHERE id = 1", db()), 1);
-    assert_int_equal(stats().in_use, 0); /* released */
+    assert_int_equal(tu_stats().in_use, 0); /* released */
     mysql_close(a);
     dbpool_close();
 }
@@ -733,8 +719,8 @@ static void transaction_rolls_back_on_error(void **state)
     assert_non_null(strstr(dbpool_last_error(), "Duplicate"));
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.q_txn", db()), 1);
     assert_int_equal(dbpool_transaction(NULL, NULL, 0, &attempts), DBPOOL_EINVAL);
-    assert_int_equal(stats().in_use, 0);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().in_use, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -813,7 +799,7 @@ static void transaction_retries_deadlock(void **state)
     assert_true(tu_global_status(a, "Innodb_deadlocks") - deadlocks0 >= 1);
     assert_int_equal(tu_scalar(a, "SELECT n FROM %s.q_locks WHERE id = 1", db()), 2);
     assert_int_equal(tu_scalar(a, "SELECT n FROM %s.q_locks WHERE id = 2", db()), 2);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -853,7 +839,7 @@ static void transaction_retries_exhausted(void **state)
     (void)state;
     MYSQL *a = start(1);
     expect_lock_retries_exhausted(a, wait_for_lock);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -889,7 +875,7 @@ static void transaction_retry_survives_later_calls(void **state)
     assert_int_equal(dbpool_transaction(bad_syntax, NULL, 3, &attempts), DBPOOL_EQUERY);
     assert_int_equal(attempts, 1);
     assert_int_equal(dbpool_last_server_errno(), 1064);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -957,7 +943,7 @@ static void query_and_transaction_record_call_site(void **state)
 
     struct holder q = {0};
     assert_int_equal(pthread_create(&t, NULL, query_holder, &q), 0);
-    while (stats().in_use == 0)
+    while (tu_stats().in_use == 0)
         tu_sleep_ms(5);
     expect_holder_named(&q);
     pthread_join(t, NULL);
@@ -992,7 +978,7 @@ static void cache_prepares_once(void **state)
     }
     long long prepared = tu_global_status(a, "Com_stmt_prepare") - prep0;
     long long executed = tu_global_status(a, "Com_stmt_execute") - exec0;
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_true(s.created >= 1);
     if (prepared < 1 || prepared > (long long)s.created)
         fail_msg("Com_stmt_prepare grew by %lld with %" PRIu64 " connection(s) created",
@@ -1099,7 +1085,7 @@ static void cache_cleared_on_reset(void **state)
         assert_int_equal(tu_global_status(a, "Prepared_stmt_count"), open0);
     }
     assert_true(tu_global_status(a, "Com_stmt_prepare") - prep0 >= 5);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.created, 1);
     assert_int_equal(s.closed_reset, 0);
     assert_int_equal(s.closed_broken, 0);
@@ -1179,7 +1165,7 @@ static void cache_parameters_change_type(void **state)
     }
     assert_int_equal(sess_status(c, "Com_stmt_prepare") - p0, 2);
     dbpool_release(c);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -1225,7 +1211,7 @@ static void cache_call_result_shapes(void **state)
     assert_true((unsigned long)get_i64(r, 0, 0) == id);
     dbpool_result_free(r);
     dbpool_release(c);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -1272,7 +1258,7 @@ static void cache_altered_types_same_columns(void **state)
     assert_true(reprepared >= 1);
     assert_int_equal(sess_status(c, "Com_stmt_prepare") - p0 - reprepared, 1);
     dbpool_release(c);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }
@@ -1338,8 +1324,8 @@ static void misuse_and_null_arguments(void **state)
     assert_int_equal(dbpool_query(&r, "SELEC 1", NULL, 0), DBPOOL_EQUERY);
     assert_null(r);
     assert_int_equal(dbpool_last_server_errno(), 1064);
-    assert_int_equal(stats().in_use, 0);
-    assert_int_equal(stats().idle, 1);
+    assert_int_equal(tu_stats().in_use, 0);
+    assert_int_equal(tu_stats().idle, 1);
     dbpool_conn *c;
     assert_int_equal(dbpool_get(&c), 0);
     assert_int_equal(dbpool_conn_query(c, NULL, NULL, NULL, 0), DBPOOL_EINVAL);
@@ -1355,7 +1341,7 @@ static void misuse_and_null_arguments(void **state)
     assert_null(dbpool_result_column_name(NULL, 0));
     assert_int_equal(dbpool_result_int64(NULL, 0, 0, &i), DBPOOL_ERANGE);
     assert_int_equal(dbpool_result_affected_rows(NULL), 0);
-    assert_int_equal(stats().closed_broken, 0);
+    assert_int_equal(tu_stats().closed_broken, 0);
     mysql_close(a);
     dbpool_close();
 }

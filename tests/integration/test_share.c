@@ -19,28 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void setenv_u(const char *k, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    setenv(k, b, 1);
-}
-
 static const char *db(void) { return tu_server_shared()->db; }
-
-static dbpool_stats stats(void)
-{
-    dbpool_stats s;
-    assert_int_equal(dbpool_stats_get(&s), 0);
-    return s;
-}
 
 /* Wait until the pool's counters satisfy `ok` (at most 10 s). */
 static void wait_stats(bool (*ok)(const dbpool_stats *, unsigned), unsigned arg, const char *what)
 {
     uint64_t end = tu_now_ms() + tu_slack_ms(10000);
     for (;;) {
-        dbpool_stats s = stats();
+        dbpool_stats s = tu_stats();
         if (ok(&s, arg))
             return;
         if (tu_now_ms() > end)
@@ -128,7 +114,7 @@ static MYSQL *start(unsigned share_us)
 {
     tu_use_shared();
     setenv("DB_CONNECTION_LIMIT", "1", 1);
-    setenv_u("DB_QUERY_SHARE_US", share_us);
+    tu_setenv_u("DB_QUERY_SHARE_US", share_us);
     return tu_admin(tu_server_shared());
 }
 
@@ -179,7 +165,7 @@ static void queued_queries_run_on_the_holders_connection(void **state)
     }
     for (unsigned i = 0; i < 4; i++)
         assert_int_equal(tu_scalar(a, "SELECT who FROM %s.s_fifo WHERE seq = %u", db(), i + 1), 1000 + i);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.served, 4);
     assert_int_equal(s.created, 1);
     assert_int_equal(execs, 5); /* each statement once: nothing lost, nothing run twice */
@@ -213,7 +199,7 @@ static void shared_turn_errors_reach_their_caller(void **state)
     assert_int_equal(q[2].rc, 0);
     assert_string_equal(q[2].err, "");
     assert_int_equal(q[2].v0, 42);
-    assert_int_equal(stats().served, 3);
+    assert_int_equal(tu_stats().served, 3);
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_dup", db()), 1);
     finish(a, "s_dup");
 }
@@ -241,7 +227,7 @@ static void shared_turn_stops_at_a_transaction(void **state)
     assert_int_equal(tu_scalar(a, "SELECT COUNT(*) FROM %s.s_rows", db()), 2);
     /* The holder ran START TRANSACTION and stopped; the first INSERT's caller was handed the
      * rolled-back connection, ran its own and shared a turn with the second. */
-    assert_int_equal(stats().served, 2);
+    assert_int_equal(tu_stats().served, 2);
     finish(a, "s_rows");
 }
 
@@ -261,7 +247,7 @@ static void shared_turn_bounded_by_setting(void **state)
             fail_msg("request %u: %s", i, q[i].err);
         assert_int_equal(q[i].v0, i);
     }
-    assert_int_equal(stats().served, 2);
+    assert_int_equal(tu_stats().served, 2);
     finish(a, NULL);
 }
 
@@ -284,7 +270,7 @@ static void shared_turns_off(void **state)
                 fail_msg("round %d request %u: %s", round, i, q[i].err);
             assert_int_equal(q[i].v0, i + 10);
         }
-        assert_int_equal(stats().served, 0);
+        assert_int_equal(tu_stats().served, 0);
         if (round == 1) /* COM_RESET_CONNECTION: one per release */
             assert_true(tu_global_status(a, "Com_admin_commands") - resets0 >= 4);
         dbpool_close();
@@ -326,7 +312,7 @@ static void churn_runs_each_statement_exactly_when_it_succeeds(void **state)
     setenv("DB_CONNECTION_LIMIT", "2", 1);
     /* Short enough that some requests time out in the queue, long enough (scaled for the
      * sanitizer and valgrind runs) that others are claimed before they do. */
-    setenv_u("DB_ACQUIRE_TIMEOUT_MS", tu_slack_ms(3));
+    tu_setenv_u("DB_ACQUIRE_TIMEOUT_MS", tu_slack_ms(3));
     tu_exec(a, "DROP TABLE IF EXISTS %s.s_churn", db());
     tu_exec(a, "CREATE TABLE %s.s_churn (id BIGINT PRIMARY KEY) ENGINE=InnoDB", db());
     struct churn c[12];
@@ -343,7 +329,7 @@ static void churn_runs_each_statement_exactly_when_it_succeeds(void **state)
         ok += c[i].ok;
         timeouts += c[i].timeouts;
     }
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     print_message("churn: %u ok, %u timed out, %" PRIu64 " served by another caller\n", ok, timeouts, s.served);
     assert_int_equal(ok + timeouts, 12 * n);
     assert_true(s.served > 0); /* the mechanism under test ran */
@@ -448,7 +434,7 @@ static void no_shared_turn_while_holding_another_connection(void **state)
         fail_msg("the queued UPDATE: %s", u.err);
     /* Not held up by a lock wait on its own transaction (5 s, see above). */
     assert_true(t.done_ms - opened_ms < 3000);
-    assert_int_equal(stats().served, 0);
+    assert_int_equal(tu_stats().served, 0);
     assert_int_equal(tu_scalar(a, "SELECT v FROM %s.s_acct WHERE id = 1", db()), 11);
     finish(a, "s_acct");
 }
@@ -479,7 +465,7 @@ static void lost_connection_during_a_shared_turn(void **state)
         fail_msg("the next caller: %s", q[1].err);
     assert_int_equal(q[1].v0, 5);
     assert_int_not_equal(q[1].conn_id, (uint64_t)id);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.served, 1); /* the turn ended with the lost connection */
     assert_int_equal(s.closed_broken, 1);
     assert_int_equal(s.created, 2);
@@ -526,7 +512,7 @@ static void last_wait_on_the_opened_slot_path(void **state)
     assert_int_equal(pthread_join(g.t, NULL), 0);
     assert_int_equal(g.rc, 0);
     assert_true(g.wait_ns >= 100000000ull);
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.created, 2);
     assert_int_equal(s.waits, 1);
     finish(a, NULL);
@@ -569,7 +555,7 @@ static void get_waiter_keeps_its_place(void **state)
     for (unsigned i = 1; i <= 3; i++)
         assert_int_equal(tu_scalar(a, "SELECT who FROM %s.s_mixed WHERE seq = %u", db(), i), i);
     /* The holder ran the first request only; the second ran on a connection of its own. */
-    assert_int_equal(stats().served, 1);
+    assert_int_equal(tu_stats().served, 1);
     finish(a, "s_mixed");
 }
 
@@ -598,7 +584,7 @@ static void queued_requests_count_against_the_queue_limit(void **state)
             fail_msg("request %u: %s", i, q[i].err);
         assert_int_equal(q[i].v0, i + 1);
     }
-    dbpool_stats s = stats();
+    dbpool_stats s = tu_stats();
     assert_int_equal(s.served, 2);
     assert_int_equal(s.queue_full, 1);
     finish(a, NULL);

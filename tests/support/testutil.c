@@ -883,3 +883,17 @@ long tu_rss_kb(void)
     fclose(f);
     return ok ? pages_rss * (sysconf(_SC_PAGESIZE) / 1024) : -1;
 }
+
+void tu_setenv_u(const char *k, unsigned v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%u", v);
+    setenv(k, b, 1);
+}
+
+dbpool_stats tu_stats(void)
+{
+    dbpool_stats s;
+    assert_int_equal(dbpool_stats_get(&s), 0);
+    return s;
+}

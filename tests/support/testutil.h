@@ -51,6 +51,10 @@ const tu_server *tu_server_shared(void);
 void tu_use_server(const tu_server *s);
 /* Shortcut: tu_use_server(tu_server_shared()). */
 void tu_use_shared(void);
+/* setenv(k, "<v>") for a number. */
+void tu_setenv_u(const char *k, unsigned v);
+/* dbpool_stats_get(), which must succeed: the library's own counters. */
+dbpool_stats tu_stats(void);
 
 /* A new admin connection to `s` (fails the test if it cannot connect). Close with mysql_close. */
 MYSQL *tu_admin(const tu_server *s);
