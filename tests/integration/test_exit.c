@@ -72,6 +72,47 @@ static void sigterm_during_long_query(void **state)
     assert_sessions_gone(&ch, ch.nids);
 }
 
+/* SIGTERM while one caller's statement runs on another caller's connection (a shared turn of
+ * dbpool_query()): the claimed caller waits without a deadline for its outcome, so the close
+ * must end the statement and the turn; the process then dies by SIGTERM within the grace
+ * period, and the session is gone from the server. */
+static void sigterm_during_a_shared_turn(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_QUERY_SHARE_US", "10000000", 1);
+    setenv("DB_SHUTDOWN_GRACE_MS", "1000", 1);
+    MYSQL *admin = tu_admin(tu_server_shared());
+    assert_int_equal(tu_scalar(admin, "SELECT GET_LOCK('exit_gate', 0)"), 1);
+    cc_child ch;
+    cc_start(&ch, "share_claimed");
+    assert_int_equal(tu_scalar(admin, "SELECT RELEASE_LOCK('exit_gate')"), 1);
+    char buf[4096];
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    while (!strstr(cc_report(&ch, buf, sizeof buf), "claimed\n")) {
+        if (tu_now_ms() > end)
+            fail_msg("the queued statement was not claimed: %s", buf);
+        tu_sleep_ms(5);
+    }
+    /* On the server: the claimed SLEEP(60) runs on the one session, the holder's. */
+    end = tu_now_ms() + tu_slack_ms(10000);
+    while (tu_scalar(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %lu "
+                            "AND INFO = 'SELECT SLEEP(60)'", ch.ids[0]) != 1) {
+        if (tu_now_ms() > end)
+            fail_msg("SELECT SLEEP(60) not running on session %lu", ch.ids[0]);
+        tu_sleep_ms(5);
+    }
+    mysql_close(admin);
+    uint64_t t0 = tu_now_ms();
+    kill(ch.pid, SIGTERM);
+    cc_expect_killed_by(&ch, SIGTERM, tu_slack_ms(5000));
+    uint64_t took = tu_now_ms() - t0;
+    print_message("died %llu ms after SIGTERM (grace 1000 ms)\n", (unsigned long long)took);
+    assert_true(took < 1000 + tu_slack_ms(1000));
+    assert_sessions_gone(&ch, ch.nids); /* stopped mid-statement: presence only */
+}
+
 static void end_normally(const char *mode)
 {
     tu_use_shared();
@@ -300,6 +341,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(sighup_idle),
         cmocka_unit_test(signal_hooks_off_leaves_signals_alone),
         cmocka_unit_test(sigterm_during_long_query),
+        cmocka_unit_test(sigterm_during_a_shared_turn),
         cmocka_unit_test(exit_closes_cleanly),
         cmocka_unit_test(return_from_main_closes_cleanly),
         cmocka_unit_test(quick_exit_closes_cleanly),

@@ -12,12 +12,16 @@
 #include "testutil.h"
 
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static const char *db(void) { return tu_server_shared()->db; }
 
@@ -54,6 +58,7 @@ struct call {
     uint64_t conn_id;    /* second column (CONNECTION_ID()), if any */
     uint64_t wait_ns;    /* dbpool_last_wait_ns() */
     uint64_t took_ms;
+    void *stack;         /* start_call_own_stack() */
 };
 
 static void *run_call(void *p)
@@ -79,7 +84,26 @@ static void *run_call(void *p)
 }
 
 static void start_call(struct call *c) { assert_int_equal(pthread_create(&c->t, NULL, run_call, c), 0); }
-static void join_call(struct call *c) { assert_int_equal(pthread_join(c->t, NULL), 0); }
+static void join_call(struct call *c)
+{
+    assert_int_equal(pthread_join(c->t, NULL), 0);
+    free(c->stack);
+    c->stack = NULL;
+}
+
+/* start_call() on a stack of the test's own: glibc does not reuse such a stack for a thread the
+ * fork child creates, so the child's threads do not get the ids of the parent's threads, which
+ * ThreadSanitizer takes for live ones ("dup thread with used id"). */
+static void start_call_own_stack(struct call *c)
+{
+    enum { STACK = 2 * 1024 * 1024 }; /* ThreadSanitizer keeps ~1 MiB of its own state there */
+    pthread_attr_t at;
+    assert_int_equal(posix_memalign(&c->stack, 4096, STACK), 0);
+    assert_int_equal(pthread_attr_init(&at), 0);
+    assert_int_equal(pthread_attr_setstack(&at, c->stack, STACK), 0);
+    assert_int_equal(pthread_create(&c->t, &at, run_call, c), 0);
+    pthread_attr_destroy(&at);
+}
 
 /* The gate: a named lock held by the admin session. The holder's statement takes and releases
  * it, so it ends when the test releases it. */
@@ -89,15 +113,21 @@ static void gate_close(MYSQL *a) { assert_int_equal(tu_scalar(a, "SELECT GET_LOC
 static void gate_open(MYSQL *a) { assert_int_equal(tu_scalar(a, "SELECT RELEASE_LOCK('share_gate')"), 1); }
 
 /* The holder's statement starts and waits at the gate, the requests queue in order behind it. */
-static void queue_behind(MYSQL *a, struct call *holder, struct call *q, unsigned n)
+static void queue_behind_with(MYSQL *a, struct call *holder, struct call *q, unsigned n,
+                              void (*start)(struct call *))
 {
     gate_close(a);
-    start_call(holder);
+    start(holder);
     wait_stats(in_use_is, 1, "the holder's connection");
     for (unsigned i = 0; i < n; i++) {
-        start_call(&q[i]);
+        start(&q[i]);
         wait_stats(waiting_is, i + 1, "requests queued");
     }
+}
+
+static void queue_behind(MYSQL *a, struct call *holder, struct call *q, unsigned n)
+{
+    queue_behind_with(a, holder, q, n, start_call);
 }
 
 /* The scene: queue_behind(), open the gate, and wait until every call has returned. */
@@ -590,6 +620,103 @@ static void queued_requests_count_against_the_queue_limit(void **state)
     finish(a, NULL);
 }
 
+/* fork() while requests are queued: the child owns none of the parent's queue, turn or
+ * connection. Its own dbpool_query() runs at once on a session of its own while the parent's
+ * only connection is still held at the gate (a child that joined the copied queue would wait
+ * forever: its "holder" is a thread that does not exist in the child). The parent's queued
+ * requests are then served as before, on the parent's session, which the child left alone. */
+struct fork_report {
+    int rc;
+    unsigned waiting, in_use; /* the child's pool before its call */
+    uint64_t id;              /* the child's CONNECTION_ID() */
+};
+
+static void fork_child_query(int fd)
+{
+    struct fork_report m = {.rc = -1};
+    dbpool_stats s;
+    dbpool_stats_get(&s);
+    m.waiting = s.waiting;
+    m.in_use = s.in_use;
+    dbpool_result *r = NULL;
+    m.rc = dbpool_query(&r, "SELECT CONNECTION_ID()", NULL, 0);
+    if (m.rc == 0 && dbpool_result_uint64(r, 0, 0, &m.id) != 0)
+        m.rc = -2;
+    dbpool_result_free(r);
+    /* Close explicitly and _exit(): the blocks the parent's other threads had allocated (their
+     * wait cells, the statement being prepared) are copied into the child with no thread left
+     * to free them, and a leak checker at exit() would report them (LeakSanitizer; valgrind
+     * checks at _exit() too). */
+    dbpool_close();
+    ssize_t w = write(fd, &m, sizeof m);
+    _exit(w == (ssize_t)sizeof m && m.rc == 0 ? 0 : 1);
+}
+
+static void fork_while_requests_are_queued(void **state)
+{
+    (void)state;
+    MYSQL *a = start(10000000);
+    struct call h = holder_call();
+    struct call q[2] = {echo_call(1), echo_call(2)};
+    queue_behind_with(a, &h, q, 2, start_call_own_stack);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        fork_child_query(pfd[1]);
+    close(pfd[1]);
+    struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
+    struct fork_report m = {.rc = -1};
+    int ready = poll(&pf, 1, (int)tu_slack_ms(10000));
+    ssize_t got = ready == 1 ? read(pfd[0], &m, sizeof m) : -1;
+    close(pfd[0]);
+    if (ready != 1)
+        kill(pid, SIGKILL);
+    int st = tu_wait(pid, tu_slack_ms(10000));
+    if (ready != 1)
+        fail_msg("the child's dbpool_query() did not return while the parent's queue waited");
+    assert_int_equal(got, (ssize_t)sizeof m);
+    /* Everything checked happened before the report was written; the exit code is not
+     * checked: under valgrind it is the error exit code for those copied blocks. */
+    assert_true(st != -1 && WIFEXITED(st));
+    assert_int_equal(m.rc, 0);
+    assert_int_equal(m.waiting, 0); /* the child's pool starts empty */
+    assert_int_equal(m.in_use, 0);
+
+    /* The parent's scene is untouched: holder at the gate, both requests still queued. */
+    dbpool_stats s = tu_stats();
+    assert_int_equal(s.in_use, 1);
+    assert_int_equal(s.waiting, 2);
+    gate_open(a);
+    join_call(&h);
+    join_call(&q[0]);
+    join_call(&q[1]);
+    assert_int_equal(h.rc, 0);
+    for (unsigned i = 0; i < 2; i++) {
+        if (q[i].rc != 0)
+            fail_msg("request %u: %s", i, q[i].err);
+        assert_int_equal(q[i].v0, i + 1);
+        assert_int_not_equal(q[i].conn_id, m.id);
+    }
+    assert_int_equal(q[0].conn_id, q[1].conn_id); /* both on the holder's session */
+    s = tu_stats();
+    assert_int_equal(s.served, 2);
+    assert_int_equal(s.closed_broken, 0);
+    assert_int_equal(s.created, 1);
+    /* The child's session ended cleanly (COM_QUIT at its exit); the parent's is the same one
+     * and still works. */
+    assert_int_equal(tu_session_exists(a, (unsigned long)m.id), 0);
+    struct call after = echo_call(3);
+    start_call(&after);
+    join_call(&after);
+    assert_int_equal(after.rc, 0);
+    assert_int_equal(after.conn_id, q[0].conn_id);
+    tu_sleep_ms(200);
+    assert_true(tu_errlog_aborted(tu_server_shared(), (unsigned long)m.id) <= 0);
+    finish(a, NULL);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(queued_queries_run_on_the_holders_connection),
     cmocka_unit_test(shared_turn_errors_reach_their_caller),
@@ -603,6 +730,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(last_wait_on_the_opened_slot_path),
     cmocka_unit_test(get_waiter_keeps_its_place),
     cmocka_unit_test(queued_requests_count_against_the_queue_limit),
+    cmocka_unit_test(fork_while_requests_are_queued),
 };
 
 TU_MAIN(tests)

@@ -13,6 +13,11 @@
  *   app_handler   an application SIGTERM handler installed before the pool; after the signal,
  *                 checks the pool was closed, writes "alive open=<n>" and exits 0
  *   fork_exec     one idle connection, then fork+exec of `sleep 30`, then waits forever
+ *   share_claimed with DB_CONNECTION_LIMIT=1: one thread's dbpool_query() waits for the named
+ *                 lock `exit_gate` (held by the test), a second thread's SELECT SLEEP(60)
+ *                 queues behind it; "ready" once it is queued, "claimed" once the first
+ *                 thread runs it for the second (after the test released the lock); then
+ *                 waits for signals forever
  *   tls_sigpipe   SIGPIPE set to SIG_DFL; borrows a TLS connection, writes "ready", waits for
  *                 SIGUSR1 (after the test KILLed the session), sends a large query and writes
  *                 "survived rc=<code>"
@@ -114,6 +119,43 @@ static int run_fork_exec(void)
     return 0;
 }
 
+static void *query_thread(void *p)
+{
+    dbpool_result *r = NULL;
+    int rc = dbpool_query(&r, (const char *)p, NULL, 0);
+    dbpool_result_free(r);
+    say("returned rc=%d\n", rc);
+    return NULL;
+}
+
+static dbpool_stats stats_now(void)
+{
+    dbpool_stats s;
+    dbpool_stats_get(&s);
+    return s;
+}
+
+static int run_share_claimed(void)
+{
+    dbpool_conn *c = borrow(); /* the one connection: its id, for the test */
+    say("ids %lu\n", dbpool_conn_id(c));
+    dbpool_release(c);
+    pthread_t holder, waiter;
+    pthread_create(&holder, NULL, query_thread,
+                   "SELECT GET_LOCK('exit_gate', 60) + RELEASE_LOCK('exit_gate')");
+    while (stats_now().in_use != 1)
+        usleep(2000);
+    pthread_create(&waiter, NULL, query_thread, "SELECT SLEEP(60)");
+    while (stats_now().waiting != 1)
+        usleep(2000);
+    say("ready\n");
+    while (stats_now().served != 1)
+        usleep(2000);
+    say("claimed\n");
+    forever();
+    return 0;
+}
+
 static volatile sig_atomic_t go;
 static void on_usr1(int sig)
 {
@@ -156,6 +198,8 @@ int main(int argc, char **argv)
         return run_app_handler();
     if (!strcmp(mode, "fork_exec"))
         return run_fork_exec();
+    if (!strcmp(mode, "share_claimed"))
+        return run_share_claimed();
     if (!strcmp(mode, "tls_sigpipe"))
         return run_tls_sigpipe();
     if (!strcmp(mode, "idle")) {
