@@ -8,9 +8,12 @@
 # sweep, may be empty (overtake: dbpool with DB_QUEUE_OVERTAKE_US = us; share: dbpool-query with
 # DB_QUERY_SHARE_US = us; a line without series= is the older format: overtake, or raw).
 # results.txt: "round=N RESULT k=v ..." lines from dbpool-bench and bench/mysql2/bench.js,
-# "FAIL ..." lines. Every figure is the median over rounds; every ratio to raw is the median
-# over rounds of the ratio between the system's run and the raw run of the same round (seconds
-# apart). The pool is measured through both of its APIs, as two systems: dbpool (get/release)
+# "FAIL round=N system=... rc=..." lines (grid); overtake.txt may hold "FAIL round=N series=...
+# us=... threads=... rc=..." lines (sweep). A failed run is never dropped silently: the count is
+# stated at the top, every cell that a failed run feeds is marked "(N failed)", a cell without any
+# successful run reads "failed", and the runs are listed at the end. Every figure is the median
+# over rounds; every ratio (to raw, and the reset cost dbpool-reset / dbpool) is the median over
+# rounds of the ratio between the two systems' runs of the same round (seconds apart). The pool is measured through both of its APIs, as two systems: dbpool (get/release)
 # and dbpool-query (dbpool_query()); every target about the pool gets a verdict for each.
 # Portable awk (no gawk extensions).
 
@@ -44,16 +47,37 @@ function med(s, w, l, c, m,    r, n, v) {
     return median(v, n)
 }
 
-# Median over rounds of s's metric divided by raw's metric of the same round.
-function rmed(s, w, l, c, m,    r, n, v, d) {
+# Median over rounds of s's metric divided by base's metric of the same round.
+function bmed(s, b, w, l, c, m,    r, n, v, d) {
     n = 0
     for (r = 0; r < nrounds; r++)
-        if ((s, w, l, c, r, m) in V && ("raw", w, l, c, r, m) in V) {
-            d = V["raw", w, l, c, r, m] + 0
+        if ((s, w, l, c, r, m) in V && (b, w, l, c, r, m) in V) {
+            d = V[b, w, l, c, r, m] + 0
             if (d > 0)
                 v[++n] = (V[s, w, l, c, r, m] + 0) / d
         }
     return median(v, n)
+}
+
+# Median over rounds of s's metric divided by raw's metric of the same round.
+function rmed(s, w, l, c, m) { return bmed(s, "raw", w, l, c, m) }
+
+# Failed grid runs of s (and of base b, unless "") at one point: "" or " (N failed)".
+function gfail(s, b, w, l, c,    n) {
+    n = ((s, w, l, c) in GF ? GF[s, w, l, c] : 0)
+    if (b != "" && b != s && (b, w, l, c) in GF)
+        n += GF[b, w, l, c]
+    return n ? " (" n " failed)" : ""
+}
+
+# " (N failed)" -> " (N runs)", for a cell that reads "**failed**".
+function fs(fm) { sub(/ failed\)$/, " runs)", fm); return fm }
+
+# A ratio cell of the key table: x with its failed runs, "**failed**" when nothing is left.
+function rcell(x, fm) {
+    if (x == "")
+        return fm == "" ? "–" : "**failed**" fs(fm)
+    return sprintf("%.2f", x) fm
 }
 
 # "lo–hi" of the per-round ratios (how much the rounds disagree: the noise of the machine).
@@ -174,9 +198,33 @@ FILENAME == ARGV[1] {
     next
 }
 
+# A failed run (exit status not 0, or no RESULT line): counted, listed, and its point registered
+# so that the point's cells are marked, not missing. "series=" marks a run of the sweep.
 /^FAIL / {
+    delete f
+    kv_split($0, f)
     nfail++
     FAILS[nfail] = substr($0, 6)
+    r = f["round"]
+    if ("series" in f) {
+        nfail_sweep++
+        u = f["us"]; c = f["threads"]; se = f["series"]
+        if (!((se, u) in OVU)) {
+            OVU[se, u] = 1
+            if (se != "raw") OVN[se, ++novt[se]] = u
+        }
+        OVC[c] = 1
+        if (r + 1 > ovrounds) ovrounds = r + 1
+        OVF[se, u, c]++
+    } else {
+        nfail_grid++
+        s = f["system"]; w = f["workload"]; l = f["limit"]; c = f["threads"]
+        if (r + 1 > nrounds) nrounds = r + 1
+        SYS[s] = 1
+        LIM[l] = 1
+        THR[c] = 1
+        GF[s, w, l, c]++
+    }
     next
 }
 
@@ -223,8 +271,13 @@ END {
     print "| client libraries | libdbpool " meta["lib_dbpool"] " (git " meta["git"] "), MariaDB Connector/C " meta["lib_connector_c_runtime"] ", " meta["lib_zdb"] ", Node.js " meta["node"] " with mysql2 " meta["mysql2"] " |"
     print "| command | `" meta["command"] "` |"
     print "| runs | " nrounds " round(s) per point, " meta["duration"] " s measured after " meta["warmup"] " s of warm-up per run; systems alternate point by point in rotating order |"
+    print "| failed runs | " (nfail == 0 ? "none" : "**" nfail "** (grid " (nfail_grid + 0) ", sweep " (nfail_sweep + 0) "): see below") " |"
     print "| total runtime | " meta["runtime_s"] " s" (("time_grid_s" in meta) ? sprintf(" (set-up %s, micro-benchmark %s, grid %s, sweep %s, per-op costs %s)", meta["time_setup_s"], meta["time_micro_s"], meta["time_grid_s"], meta["time_sweep_s"], meta["time_costs_s"]) : "") " |"
     print ""
+    if (nfail > 0) {
+        print "**Warning: " nfail " run(s) failed** (" (nfail_grid + 0) " in the grid, " (nfail_sweep + 0) " in the sweep; exit status not 0, or no result; listed under \"Failed runs\" at the end). Every cell that a failed run feeds is marked **(N failed)**: its median is over the remaining rounds, or includes a run that had failed ops (result=kept); a cell with no successful run reads **failed**. The targets below are judged on what is left."
+        print ""
+    }
     print "## Systems"
     print ""
     print "- **raw**: min(C, L) threads, each with its own dedicated Connector/C connection and its own statement prepared once: the ceiling no pool can beat. With C > L the ceiling is L threads."
@@ -243,7 +296,7 @@ END {
     # ---- key ratios --------------------------------------------------------------------------
     print "## Key ratios to raw (throughput; CPU per op for dbpool and dbpool-query)"
     print ""
-    print "Each ratio is the median over rounds of (system / raw in the same round). The last columns show how far the rounds disagree: on this machine, shared with other work, that spread is the noise floor of every throughput and CPU ratio here. The per-op counts further down do not depend on the load. Why the targets that are not met are not met, with profiles and measured fixes: `bench/PROFILE.md`."
+    print "Each ratio is the median over rounds of (system / raw in the same round); the reset cost likewise is the median over rounds of (dbpool-reset / dbpool in the same round). The last columns show how far the rounds disagree: on this machine, shared with other work, that spread is the noise floor of every throughput and CPU ratio here. The per-op counts further down do not depend on the load. Why the targets that are not met are not met, with profiles and measured fixes: `bench/PROFILE.md`."
     print ""
     hdr = "| W | L | C |"
     sep = "|---|---|---|"
@@ -273,17 +326,11 @@ END {
                 w = Ws[wi]; l = Ls[li]; c = Cs[ci]
                 row = "| " toupper(w) " | " l " | " c " |"
                 for (i = 1; i <= nsys; i++)
-                    if (S[i] != "raw") {
-                        x = rmed(S[i], w, l, c, "ops_per_s")
-                        row = row " " (x == "" ? "–" : sprintf("%.2f", x)) " |"
-                    }
-                for (i = 1; i <= np; i++) {
-                    x = rmed(PS[i], w, l, c, "cpu_us_per_op")
-                    row = row " " (x == "" ? "–" : sprintf("%.2f", x)) " |"
-                }
-                a = med("dbpool-reset", w, l, c, "ops_per_s")
-                b = med("dbpool", w, l, c, "ops_per_s")
-                row = row " " (a == "" || b == "" || b == 0 ? "–" : sprintf("%.2f", a / b)) " |"
+                    if (S[i] != "raw")
+                        row = row " " rcell(rmed(S[i], w, l, c, "ops_per_s"), gfail(S[i], "raw", w, l, c)) " |"
+                for (i = 1; i <= np; i++)
+                    row = row " " rcell(rmed(PS[i], w, l, c, "cpu_us_per_op"), gfail(PS[i], "raw", w, l, c)) " |"
+                row = row " " rcell(bmed("dbpool-reset", "dbpool", w, l, c, "ops_per_s"), gfail("dbpool-reset", "dbpool", w, l, c)) " |"
                 for (i = 1; i <= np; i++) {
                     x = rrange(PS[i], w, l, c, "ops_per_s")
                     row = row " " (x == "" ? "–" : x) " |"
@@ -295,6 +342,10 @@ END {
     # ---- targets -------------------------------------------------------------------------------
     print "## Targets of issue 9"
     print ""
+    if (nfail_grid > 0) {
+        print "**" nfail_grid " grid run(s) failed**: the figures below are medians over the rounds that are left (see \"Failed runs\")."
+        print ""
+    }
     targets()
     print ""
 
@@ -363,13 +414,16 @@ END {
             for (ci = 1; ci <= nc; ci++)
                 for (i = 1; i <= nsys; i++) {
                     s = S[i]; w = Ws[wi]; l = Ls[li]; c = Cs[ci]
-                    if (med(s, w, l, c, "ops_per_s") == "")
+                    if (med(s, w, l, c, "ops_per_s") == "") {
+                        if ((s, w, l, c) in GF)
+                            printf "| %s | %s | %s | %s%s | **failed** | – | – | – | – | – | – | – | – | – | – | – | – |\n", toupper(w), l, c, s, gfail(s, "", w, l, c)
                         continue
+                    }
                     rss = med(s, w, l, c, "rss_kib") / 1024
                     d = s == "raw" ? "" : dmed(s, w, l, c, "rss_kib")
                     sv = s == "dbpool-query" ? qmed(s, w, l, c, "pool_served", "ops_all") : ""
-                    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f%s | %s | %s | %s | %s | %s |\n",
-                        toupper(w), l, c, s, withr(s, w, l, c, "ops_per_s"), withr(s, w, l, c, "lat_p50_us"),
+                    printf "| %s | %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %.1f%s | %s | %s | %s | %s | %s |\n",
+                        toupper(w), l, c, s, gfail(s, "", w, l, c), withr(s, w, l, c, "ops_per_s"), withr(s, w, l, c, "lat_p50_us"),
                         withr(s, w, l, c, "lat_p99_us"), withr(s, w, l, c, "lat_p999_us"),
                         num(med(s, w, l, c, "wait_p50_us")), num(med(s, w, l, c, "wait_p99_us")),
                         withr(s, w, l, c, "cpu_us_per_op"), rss, d == "" ? "" : sprintf(" (%+.1f)", d / 1024),
@@ -381,6 +435,9 @@ END {
     if (nfail > 0 || errors_total > 0) {
         print "## Failed runs"
         print ""
+        if (nfail > 0)
+            print nfail " run(s) failed (grid " (nfail_grid + 0) ", sweep " (nfail_sweep + 0) "; sweep runs carry series=; result=kept: the run printed its figures, which are in the medians; result=none: it did not):"
+        print ""
         for (i = 1; i <= nfail; i++)
             print "- " FAILS[i]
         if (errors_total > 0)
@@ -390,7 +447,7 @@ END {
 }
 
 # One table of the sweep: series se ("overtake" or "share"), rows C x setting.
-function sweep_table(se, col,    nco, OCs, ci, i, u, c, r, x, y, va, vb, vw, vf, vs, vq, vv, na, nb, nw, nf, ns, nq, nv, a, b, wp, fr, cs, bq, sv, share) {
+function sweep_table(se, col,    nco, OCs, ci, i, u, c, r, x, y, va, vb, vw, vf, vs, vq, vv, na, nb, nw, nf, ns, nq, nv, a, b, wp, fr, cs, bq, sv, share, nk, fm) {
     share = se == "share"
     print "| C | " col " | ops (x raw) | CPU/op (x raw) | csw/op | wait p99 µs | bound µs | max/min |" (share ? " served |" : "") " meets fairness | ≥ 0.90 x raw |"
     print "|---|---|---|---|---|---|---|---|" (share ? "---|" : "") "---|---|"
@@ -414,11 +471,18 @@ function sweep_table(se, col,    nco, OCs, ci, i, u, c, r, x, y, va, vb, vw, vf,
                 if (OV[se, u, c, r, "ops_all"] + 0 > 0)
                     vv[++nv] = OV[se, u, c, r, "pool_served"] / OV[se, u, c, r, "ops_all"]
             }
-            if (na == 0) continue
+            # failed runs of this setting and of raw at this C: every such round feeds the row
+            nk = ((se, u, c) in OVF ? OVF[se, u, c] : 0) + (("raw", "raw", c) in OVF ? OVF["raw", "raw", c] : 0)
+            fm = nk ? " (" nk " failed)" : ""
+            if (na == 0) {
+                if (nk)
+                    printf "| %s | %s%s | **failed**%s | – | – | – | – | – |%s – | – |\n", c, u, u == 1000 ? " (default)" : "", fs(fm), share ? " – |" : ""
+                continue
+            }
             a = median(va, na); b = median(vb, nb); wp = median(vw, nw); fr = median(vf, nf)
             cs = median(vs, ns); bq = median(vq, nq); sv = median(vv, nv)
-            printf "| %s | %s%s | %.2f | %s | %.2f | %.0f | %.0f | %.2f |%s %s | %s |\n", c, u, u == 1000 ? " (default)" : "",
-                a, nb ? sprintf("%.2f", b) : "–", cs, wp, bq, fr,
+            printf "| %s | %s%s | %.2f%s | %s | %.2f | %.0f | %.0f | %.2f |%s %s | %s |\n", c, u, u == 1000 ? " (default)" : "",
+                a, fm, nb ? sprintf("%.2f", b) : "–", cs, wp, bq, fr,
                 share ? " " (sv == "" ? "–" : sprintf("%.0f %%", 100 * sv)) " |" : "",
                 (fr <= 1.5 && wp <= bq) ? "yes" : "no", (a >= 0.90 ? "yes" : "no")
         }

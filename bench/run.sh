@@ -16,6 +16,9 @@
 # per op with perf, user-space instructions per op with callgrind) and bench/report.awk turns the
 # raw lines into RESULTS.md (medians over rounds; every ratio to raw is the median of the
 # per-round ratios, each taken between runs made seconds apart).
+# A run that fails (exit status not 0, or no RESULT line) is not retried: it becomes a FAIL line,
+# RESULTS.md states the count and marks every cell it feeds, and run.sh exits 1 at the end (after
+# writing RESULTS.md), in the grid and in the sweep alike.
 #
 # Systems: raw, dbpool (the get/release API, DB_RESET_ON_RELEASE=0, the default: like raw
 # connections, which do not reset either), dbpool-query (the same pool through the one-call API
@@ -200,7 +203,7 @@ write_meta() {
 
 # ---- runs -------------------------------------------------------------------------------------
 run_one() { # system workload L C round
-    local s=$1 w=$2 l=$3 c=$4 r=$5 out rc=0 cmd
+    local s=$1 w=$2 l=$3 c=$4 r=$5 out rc=0 cmd res
     case $s in
     dbpool) cmd=("$BENCH" --system dbpool --reset 0) ;;
     dbpool-query) cmd=("$BENCH" --system dbpool --reset 0 --api query) ;;
@@ -210,12 +213,14 @@ run_one() { # system workload L C round
     esac
     out=$(cd "$WORK" && timeout 120 "${cmd[@]}" --workload "$w" --limit "$l" --threads "$c" \
         --duration "$DURATION" --warmup "$WARMUP" 2>>"$WORK/stderr.log") || rc=$?
+    res=none
     if printf '%s\n' "$out" | grep -q '^RESULT '; then
+        res=kept
         printf 'round=%s %s\n' "$r" "$(printf '%s\n' "$out" | grep '^RESULT ')" >>"$WORK/results.txt"
     fi
-    if [ "$rc" != 0 ]; then
-        warn "$s $w L=$l C=$c round $r: exit $rc (see $WORK/stderr.log)"
-        printf 'FAIL round=%s system=%s workload=%s limit=%s threads=%s rc=%s\n' "$r" "$s" "$w" "$l" "$c" "$rc" >>"$WORK/results.txt"
+    if [ "$rc" != 0 ] || [ "$res" = none ]; then
+        warn "$s $w L=$l C=$c round $r: failed, exit $rc, result $res (see $WORK/stderr.log)"
+        printf 'FAIL round=%s system=%s workload=%s limit=%s threads=%s rc=%s result=%s\n' "$r" "$s" "$w" "$l" "$c" "$rc" "$res" >>"$WORK/results.txt"
     fi
 }
 
@@ -305,9 +310,10 @@ run_costs() {
 # get/release API) with DB_QUEUE_OVERTAKE_US in $OVERTAKES and dbpool-query (dbpool_query())
 # with DB_QUERY_SHARE_US in $SHARES (DB_QUEUE_OVERTAKE_US at its default there), all in one
 # rotation as in the grid. Lines "OVT series=<raw|overtake|share> us=<setting|raw> round=<r>
-# k=v ..." (the RESULT line's keys; the default of both settings is 1000).
+# k=v ..." (the RESULT line's keys; the default of both settings is 1000); a failed run, as in
+# the grid, keeps its RESULT if it printed one and adds "FAIL round=<r> series=... us=... ...".
 run_overtake() {
-    local c r i k n p=0 v entry series out rc sets=(raw:raw) cmd
+    local c r i k n p=0 v entry series out rc res sets=(raw:raw) cmd
     for v in $OVERTAKES; do sets+=("overtake:$v"); done
     for v in $SHARES; do sets+=("share:$v"); done
     n=${#sets[@]}
@@ -328,11 +334,16 @@ run_overtake() {
                 rc=0
                 out=$(cd "$WORK" && timeout 120 "${cmd[@]}" --workload w1 --limit 3 --threads "$c" \
                     --duration "$DURATION" --warmup "$WARMUP" 2>>"$WORK/stderr.log") || rc=$?
-                if [ "$rc" = 0 ] && printf '%s\n' "$out" | grep -q '^RESULT '; then
+                res=none
+                if printf '%s\n' "$out" | grep -q '^RESULT '; then
+                    res=kept
                     printf 'OVT series=%s us=%s round=%s %s\n' "$series" "$v" "$r" \
                         "$(printf '%s\n' "$out" | grep '^RESULT ' | sed 's/^RESULT //')" >>"$WORK/overtake.txt"
-                else
-                    warn "sweep $series $v C=$c round $r: exit $rc (see $WORK/stderr.log)"
+                fi
+                if [ "$rc" != 0 ] || [ "$res" = none ]; then
+                    warn "sweep $series $v C=$c round $r: failed, exit $rc, result $res (see $WORK/stderr.log)"
+                    printf 'FAIL round=%s series=%s us=%s workload=w1 limit=3 threads=%s rc=%s result=%s\n' \
+                        "$r" "$series" "$v" "$c" "$rc" "$res" >>"$WORK/overtake.txt"
                 fi
             done
         done
@@ -354,7 +365,7 @@ run_micro() {
 }
 
 main() {
-    local s
+    local s nfail
     for s in $SYSTEMS; do
         case $s in
         raw | dbpool | dbpool-query | dbpool-reset | connect | zdb | mysql2) ;;
@@ -383,11 +394,15 @@ main() {
     phase_done costs
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta.txt"
     echo "runtime_s=$(($(date +%s) - T0))" >>"$WORK/meta.txt"
-    touch "$WORK/costs.txt" "$WORK/overtake.txt"
+    touch "$WORK/costs.txt" "$WORK/overtake.txt" "$WORK/results.txt"
     awk -f "$ROOT/bench/report.awk" "$WORK/meta.txt" "$WORK/micro.txt" "$WORK/costs.txt" \
         "$WORK/overtake.txt" "$WORK/results.txt" >"$RESULTS.tmp"
     mv "$RESULTS.tmp" "$RESULTS"
     say "wrote $RESULTS in $(($(date +%s) - T0)) s (raw lines in $WORK)"
+    nfail=$(cat "$WORK/results.txt" "$WORK/overtake.txt" | grep -c '^FAIL ' || true)
+    if [ "$nfail" -gt 0 ]; then
+        die "$nfail run(s) failed (FAIL lines in $WORK/results.txt and overtake.txt; marked in $RESULTS)"
+    fi
 }
 
 main "$@"
