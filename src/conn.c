@@ -325,22 +325,29 @@ static void await_server_close(int fd, int ms)
 
 void dbpool__conn_close(struct dbpool_conn *c)
 {
-    if (c->mysql) {
+    /* Detach the handle and the descriptor before freeing or closing them: a fork() in another
+     * thread copies this slot at any instant, and the child's atfork handler reads both
+     * (dbpool__conn_forget_in_child), which must never see a freed MYSQL or a descriptor number
+     * that may already belong to another file. A child forked in between keeps its copies of
+     * the socket until it exits; the parent's COM_QUIT ends the session all the same. */
+    MYSQL *m = c->mysql;
+    int fd = c->fd_dup;
+    __atomic_store_n(&c->mysql, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->fd_dup, -1, __ATOMIC_RELEASE);
+    if (m) {
         dbpool__sigpipe sp;
         dbpool__sigpipe_block(&sp, c);
-        mysql_close(c->mysql); /* sends COM_QUIT (and a TLS close_notify) if still open */
+        mysql_close(m); /* sends COM_QUIT (and a TLS close_notify) if still open */
         dbpool__sigpipe_restore(&sp);
         /* Statements outlive mysql_close as local objects: free them now. */
         dbpool__stmt_cache_clear(c, true);
     }
-    if (c->fd_dup >= 0) {
+    if (fd >= 0) {
         /* Whether or not a budget slot is held: the limit counts sessions until the server
          * has ended them. ~0.1 ms normally; bounded for a frozen server. */
-        await_server_close(c->fd_dup, 100);
-        close(c->fd_dup);
+        await_server_close(fd, 100);
+        close(fd);
     }
-    c->mysql = NULL;
-    c->fd_dup = -1;
     c->thread_id = 0;
     c->discard = false;
 }
@@ -349,13 +356,15 @@ void dbpool__conn_forget_in_child(struct dbpool_conn *c, int devnull)
 {
     /* Point Connector/C's descriptor at /dev/null: the child's copy of the socket is closed
      * without a byte sent, and a later mysql_close() in the child writes into /dev/null. */
-    if (c->mysql) {
-        int fd = mysql_get_socket(c->mysql);
+    MYSQL *m = __atomic_load_n(&c->mysql, __ATOMIC_ACQUIRE);
+    int dup = __atomic_load_n(&c->fd_dup, __ATOMIC_ACQUIRE);
+    if (m) {
+        int fd = mysql_get_socket(m);
         if (fd != MARIADB_INVALID_SOCKET && devnull >= 0)
             dup2(devnull, fd);
     }
-    if (c->fd_dup >= 0)
-        close(c->fd_dup);
+    if (dup >= 0)
+        close(dup);
     c->fd_dup = -1;
 }
 

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -733,6 +734,116 @@ static void partition_idle_proxy(void **state)
     tu_private_destroy(&s);
 }
 
+/* fork() while another thread closes a connection. A connection given back broken is closed by
+ * the releasing thread outside the pool lock (its slot CLOSING) while its Connector/C handle is
+ * freed and its descriptors closed, and a fork can copy the slot at any instant: the child's
+ * atfork handler must not read the freed handle (under ASan: heap-use-after-free, the child dies
+ * before it reports; under valgrind: an invalid read, the error exit code) nor close a
+ * descriptor number that is no longer the slot's. The proxy blackholes the connection: the
+ * statement times out, and the close of the broken connection then waits 100 ms for the
+ * server's end of the socket (it never comes). The fork is made while the releasing thread is
+ * blocked in that wait, seen from /proc/self/task/<tid>/syscall. The child then runs a
+ * statement on a pool of its own. */
+struct closer {
+    pthread_t t;
+    _Atomic pid_t tid;
+    _Atomic bool releasing, done;
+    int exec_rc;
+    uint64_t took_ms; /* dbpool_release() */
+};
+
+static void *closer_main(void *p)
+{
+    struct closer *c = p;
+    atomic_store(&c->tid, gettid());
+    dbpool_conn *conn = NULL;
+    if (dbpool_get(&conn) == 0)
+        c->exec_rc = dbpool_conn_exec(conn, "SELECT 1"); /* blackholed: times out */
+    atomic_store(&c->releasing, true);
+    uint64_t t0 = tu_now_ms();
+    dbpool_release(conn); /* broken: closed here */
+    c->took_ms = tu_now_ms() - t0;
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* The thread is blocked in poll() (after `releasing`: await_server_close()'s wait). */
+static bool in_poll(pid_t tid)
+{
+    char path[64], buf[64] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", (long)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool got = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    long nr = got ? strtol(buf, NULL, 10) : -1;
+    return nr == SYS_poll || nr == SYS_ppoll;
+}
+
+static void fork_during_a_close(void **state)
+{
+    (void)state;
+    const tu_server *s = tu_server_shared();
+    tu_use_shared();
+    fp_proxy *p = start_proxy(s);
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_READ_TIMEOUT_MS", "1000", 1); /* the smallest allowed */
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    unsigned long id = dbpool_conn_id(c);
+    dbpool_release(c);
+    assert_int_equal(fp_set_mode(p, FP_BLACKHOLE, 0), 0);
+    struct closer cl = {0};
+    assert_int_equal(pthread_create(&cl.t, NULL, closer_main, &cl), 0);
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    while (!atomic_load(&cl.releasing) || !in_poll(atomic_load(&cl.tid))) {
+        if (atomic_load(&cl.done) || tu_now_ms() > end)
+            fail_msg("the releasing thread was never seen waiting for the server's close");
+        sched_yield();
+    }
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char port[16];
+        snprintf(port, sizeof port, "%u", s->port);
+        setenv("DB_PORT", port, 1); /* past the proxy */
+        dbpool_result *r = NULL;
+        int rc = dbpool_query(&r, "SELECT 1", NULL, 0);
+        dbpool_result_free(r);
+        dbpool_close();
+        ssize_t w = write(pfd[1], &rc, sizeof rc);
+        _exit(w == (ssize_t)sizeof rc ? 0 : 2);
+    }
+    bool closed_before_fork = atomic_load(&cl.done);
+    close(pfd[1]);
+    int child_rc = -1;
+    ssize_t got = read(pfd[0], &child_rc, sizeof child_rc);
+    close(pfd[0]);
+    int st = tu_wait(pid, tu_slack_ms(10000));
+    assert_int_equal(pthread_join(cl.t, NULL), 0);
+    print_message("statement: %s; release took %llu ms; child status 0x%x\n",
+                  dbpool_errname(cl.exec_rc), (unsigned long long)cl.took_ms, st);
+    assert_int_equal(cl.exec_rc, DBPOOL_ECONNLOST);
+    assert_false(closed_before_fork);
+    if (got != (ssize_t)sizeof child_rc)
+        fail_msg("the fork child died before it reported (wait status 0x%x)", st);
+    assert_int_equal(child_rc, 0);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(cl.took_ms >= 90); /* the window was there: the bounded wait for the server */
+    assert_int_equal(tu_stats().closed_broken, 1);
+    dbpool_close();
+    fp_stop(p); /* the server sees the proxy's socket close: the session ends */
+    MYSQL *admin = tu_admin(s);
+    end = tu_now_ms() + tu_slack_ms(5000);
+    while (tu_session_exists(admin, id) && tu_now_ms() < end)
+        tu_sleep_ms(10);
+    assert_int_equal(tu_session_exists(admin, id), 0);
+    mysql_close(admin);
+}
+
 /* Mid-query partition of one connection: the statement is executing when its connection goes
  * silent; the caller gets DBPOOL_ECONNLOST DB_READ_TIMEOUT_MS after sending it. Other
  * connections are unaffected meanwhile, nothing is replayed, and the pool recovers. */
@@ -1383,6 +1494,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(max_connections_room_appears),
         cmocka_unit_test(max_connections_exhausted_fails),
         cmocka_unit_test(partition_idle_proxy),
+        cmocka_unit_test(fork_during_a_close),
         cmocka_unit_test(partition_mid_query_proxy),
         cmocka_unit_test(proxy_reset_connection_lost),
         cmocka_unit_test(proxy_cut_mid_packet),

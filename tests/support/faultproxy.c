@@ -53,6 +53,8 @@ enum cmd_kind { CMD_NONE = 0, CMD_GLOBAL, CMD_CONN };
 
 struct fp_proxy {
     pthread_t th;
+    void *ps; /* the proxy thread's pollset, also reachable from here: a fork child (which has
+               * no proxy thread) does not count it as leaked */
     int lfd;
     int wake[2];
     unsigned port;
@@ -458,6 +460,7 @@ static void *proxy_main(void *arg)
     struct pollset *ps = malloc(sizeof *ps);
     if (!ps)
         return NULL; /* fp_start checked; cannot happen in practice */
+    p->ps = ps;
     while (!stopping(p)) {
         int timeout = build_pollset(p, ps);
         int n = poll(ps->fds, (nfds_t)ps->n, timeout);
