@@ -112,7 +112,9 @@ static struct pool {
     unsigned open, nidle, busy, waiting, peak;
     _Atomic unsigned nreq; /* queued waiters with a request (changed under P.mu, peeked without) */
     struct waiter *qhead, *qtail;
-    pthread_cond_t drained; /* signalled when a slot becomes FREE while closing */
+    pthread_cond_t drained; /* signalled when a slot becomes FREE while closing, when a close
+                             * ends, and when the last budget pin goes */
+    unsigned budget_pins;   /* readers of P.budget outside the lock (budget_pin) */
     dbpool__budget *budget;
     struct bwaiter *bwait; /* threads waiting for the host budget */
     unsigned epoch; /* incremented by every close */
@@ -538,7 +540,7 @@ static int take_budget(struct dbpool_conn *c, const struct getctx *g)
     pthread_mutex_unlock(&P.mu);
     int rc = DBPOOL_ECLOSED;
     if (w.stop == BW_WAITING)
-        rc = dbpool__budget_acquire(P.budget, g->deadline, &w.stop, &c->budget_slot);
+        rc = dbpool__budget_acquire(c->arr->budget, g->deadline, &w.stop, &c->budget_slot);
     pthread_mutex_lock(&P.mu);
     for (struct bwaiter **pp = &P.bwait; w.linked && *pp; pp = &(*pp)->next)
         if (*pp == &w) {
@@ -568,7 +570,7 @@ static int take_budget(struct dbpool_conn *c, const struct getctx *g)
 static int open_reserved(struct dbpool_conn *c, const struct getctx *g)
 {
     int rc = 0, cls = 0;
-    if (P.budget && (rc = take_budget(c, g)) != 0)
+    if (c->arr->budget && (rc = take_budget(c, g)) != 0)
         return rc;
     for (unsigned attempt = 0;; attempt++) {
         rc = dbpool__conn_open(c, &P.opts, &cls);
@@ -605,6 +607,14 @@ static void account_wait(struct getctx *g, uint64_t now)
         P.st.wait_ns_max = w;
 }
 
+/* Under P.mu: c still belongs to the running pool. The caller opened or checked it outside the
+ * lock, and meanwhile the pool may have been closed, or closed and started again (c's array is
+ * then retired, and counting it as borrowed would skew the new pool's counters). */
+static bool still_current(const struct dbpool_conn *c)
+{
+    return atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr);
+}
+
 static int finish_open(struct dbpool_conn *c, struct getctx *g)
 {
     int rc = open_reserved(c, g);
@@ -615,7 +625,7 @@ static int finish_open(struct dbpool_conn *c, struct getctx *g)
     set_expiry(c);
     pthread_mutex_lock(&P.mu);
     P.st.created++;
-    if (atomic_load(&P.state) != POOL_RUNNING) {
+    if (!still_current(c)) {
         pthread_mutex_unlock(&P.mu);
         close_owned(c, R_SHUTDOWN);
         return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while connecting");
@@ -810,6 +820,11 @@ static int get_common(dbpool_conn **out, const char *file, int line, struct dbpo
                 continue; /* replaced transparently, inside the same deadline */
             }
             pthread_mutex_lock(&P.mu);
+            if (!still_current(c)) {
+                pthread_mutex_unlock(&P.mu);
+                close_owned(c, R_SHUTDOWN);
+                return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while checking a connection");
+            }
             account_wait(&g, dbpool__now_ns());
             mark_borrowed(c, file, line, pthread_self(), dbpool__now_ns());
             P.st.gets++;
@@ -1065,6 +1080,23 @@ int dbpool_health_check(unsigned *rtt_us)
     return rc;
 }
 
+/* Under P.mu: the pool's host budget (NULL if none), pinned for use outside the lock: a close
+ * frees it only once every pin is gone (budget_unpin, which takes P.mu). */
+static dbpool__budget *budget_pin(void)
+{
+    if (P.budget)
+        P.budget_pins++;
+    return P.budget;
+}
+
+static void budget_unpin(void)
+{
+    pthread_mutex_lock(&P.mu);
+    if (--P.budget_pins == 0)
+        pthread_cond_broadcast(&P.drained);
+    pthread_mutex_unlock(&P.mu);
+}
+
 int dbpool_stats_get_sized(dbpool_stats *out, size_t size)
 {
     dbpool__clear_error();
@@ -1096,13 +1128,14 @@ int dbpool_stats_get_sized(dbpool_stats *out, size_t size)
     s.connect_errors_permanent = __atomic_load_n(&P.st.conn_permanent, __ATOMIC_RELAXED);
     s.leaks_reported = P.st.leaks;
     s.served = P.st.served;
-    dbpool__budget *b = running ? P.budget : NULL;
+    dbpool__budget *b = running ? budget_pin() : NULL;
     s.budget_size = b ? P.opts.host_budget : 0;
     pthread_mutex_unlock(&P.mu);
     /* Budget usage reads lock files: outside the pool lock. */
     if (b) {
         size_t n = 0;
         dbpool__budget_usage(b, &s.budget_used, &s.budget_held, NULL, 0, &n);
+        budget_unpin();
     }
     memcpy(out, &s, size < sizeof s ? size : sizeof s);
     return 0;
@@ -1116,10 +1149,18 @@ int dbpool_budget_holders(long *pids, size_t cap, size_t *n)
     int rc = ensure_running(NULL);
     if (rc != 0)
         return rc;
-    if (!P.budget)
+    pthread_mutex_lock(&P.mu);
+    bool running = atomic_load(&P.state) == POOL_RUNNING;
+    dbpool__budget *b = running ? budget_pin() : NULL;
+    pthread_mutex_unlock(&P.mu);
+    if (!running)
+        return dbpool__fail(DBPOOL_ECLOSED, "the pool is closing");
+    if (!b)
         return dbpool__fail(DBPOOL_ECONFIG, "no host budget configured (DB_HOST_BUDGET=0)");
     unsigned used, held;
-    return dbpool__budget_usage(P.budget, &used, &held, pids, cap, n);
+    rc = dbpool__budget_usage(b, &used, &held, pids, cap, n);
+    budget_unpin();
+    return rc;
 }
 
 /* ---- housekeeping (keeper thread) ---------------------------------------------------------- */
@@ -1333,11 +1374,35 @@ static dbpool__budget *detach_array(struct dbpool__pool_array *a)
     return b;
 }
 
+/* Under P.mu, the pool CLOSING: another thread (the library's thread, after a signal) is
+ * closing it. Wait until that close is over, so that an exit() or a dbpool_close() meanwhile
+ * does not return while the close still talks to the server (exit() would go on and end the
+ * process under it). With a lock timeout (the exit hook) the wait is bounded too: by the grace
+ * period plus that timeout plus 5 s for the forced stop. Returns 0, or -1 on timeout. */
+static int wait_closed(unsigned grace_ms, unsigned lock_timeout_ms)
+{
+    uint64_t dl = dbpool__now_ns() + ((uint64_t)grace_ms + lock_timeout_ms + 5000u) * 1000000u;
+    struct timespec ts = dbpool__ts(dl);
+    while (atomic_load(&P.state) == POOL_CLOSING) {
+        if (!lock_timeout_ms)
+            pthread_cond_wait(&P.drained, &P.mu);
+        else if (dbpool__now_ns() >= dl)
+            return -1;
+        else
+            pthread_cond_timedwait(&P.drained, &P.mu, &ts);
+    }
+    return 0;
+}
+
 int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reason)
 {
     (void)reason;
     if (lock_timed(lock_timeout_ms) != 0)
         return DBPOOL_ETIMEDOUT;
+    if (atomic_load(&P.state) == POOL_CLOSING && wait_closed(grace_ms, lock_timeout_ms) != 0) {
+        pthread_mutex_unlock(&P.mu);
+        return DBPOOL_ETIMEDOUT;
+    }
     if (atomic_load(&P.state) != POOL_RUNNING) {
         pthread_mutex_unlock(&P.mu);
         return 0;
@@ -1360,7 +1425,10 @@ int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reaso
         wait_drained(a, 200, false); /* let borrowers that got the error release */
     }
     dbpool__budget *b = detach_array(a);
+    while (b && P.budget_pins) /* a stats reader still counts its slots */
+        pthread_cond_wait(&P.drained, &P.mu);
     atomic_store(&P.state, POOL_UNINIT);
+    pthread_cond_broadcast(&P.drained); /* for wait_closed() */
     pthread_mutex_unlock(&P.mu);
     dbpool__budget_close(b);
     return 0;
@@ -1427,6 +1495,7 @@ void dbpool__pool_atfork_child(void)
     P.qhead = P.qtail = NULL;
     atomic_store_explicit(&P.nreq, 0, memory_order_relaxed);
     P.bwait = NULL; /* threads of the parent */
+    P.budget_pins = 0;
     atomic_store(&P.state, POOL_UNINIT);
     __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&cell_mu); /* the cells of the parent's other threads stay unused */

@@ -844,6 +844,80 @@ static void fork_during_a_close(void **state)
     mysql_close(admin);
 }
 
+/* A close while a dbpool_get() checks an idle connection (a ping past DB_VALIDATE_AFTER_MS,
+ * slowed by the proxy): the caller must not get a connection of the closed pool. It gets
+ * DBPOOL_ECLOSED, the connection it checked is closed, and its session ends on the server. */
+struct checker {
+    pthread_t t;
+    _Atomic pid_t tid;
+    int rc;
+    char err[256];
+    uint64_t done_ms;
+};
+
+static void *checker_main(void *p)
+{
+    struct checker *k = p;
+    atomic_store(&k->tid, gettid());
+    dbpool_conn *c = NULL;
+    k->rc = dbpool_get(&c);
+    snprintf(k->err, sizeof k->err, "%s", dbpool_last_error());
+    k->done_ms = tu_now_ms();
+    if (c)
+        dbpool_release(c);
+    return NULL;
+}
+
+static void close_during_a_check(void **state)
+{
+    (void)state;
+    const tu_server *s = tu_server_shared();
+    tu_use_shared();
+    fp_proxy *p = start_proxy(s);
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    setenv("DB_VALIDATE_AFTER_MS", "0", 1); /* every get pings */
+    setenv("DB_READ_TIMEOUT_MS", "10000", 1);
+    setenv("DB_SHUTDOWN_GRACE_MS", "0", 1);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    unsigned long id = dbpool_conn_id(c);
+    dbpool_release(c);
+    tu_sleep_ms(300); /* past the 250 ms liveness bypass window: the next get checks */
+    /* The ping's request and its reply each wait this long in the proxy. */
+    unsigned delay = tu_slack_ms(400);
+    assert_int_equal(fp_set_mode(p, FP_DELAY, delay), 0);
+    struct checker k = {.rc = -1};
+    assert_int_equal(pthread_create(&k.t, NULL, checker_main, &k), 0);
+    uint64_t end = tu_now_ms() + tu_slack_ms(5000);
+    while (!atomic_load(&k.tid) || !in_poll(atomic_load(&k.tid))) { /* waiting for the pong */
+        if (tu_now_ms() > end)
+            fail_msg("the checking thread was never seen waiting for the ping's reply");
+        sched_yield();
+    }
+    dbpool_close();
+    uint64_t closed_ms = tu_now_ms();
+    assert_int_equal(pthread_join(k.t, NULL), 0);
+    print_message("get: %s (%s), %lld ms after the close returned\n", dbpool_errname(k.rc), k.err,
+                  (long long)(k.done_ms - closed_ms));
+    assert_true(k.done_ms > closed_ms); /* the check outlived the close */
+    assert_int_equal(k.rc, DBPOOL_ECLOSED);
+    assert_non_null(strstr(k.err, "closed"));
+    assert_int_equal(fp_set_mode(p, FP_PASS, 0), 0);
+    MYSQL *admin = tu_admin(s);
+    end = tu_now_ms() + tu_slack_ms(5000);
+    while (tu_session_exists(admin, id) && tu_now_ms() < end)
+        tu_sleep_ms(10);
+    assert_int_equal(tu_session_exists(admin, id), 0);
+    mysql_close(admin);
+    /* A new pool counts from zero: nothing of the old one is left borrowed in it. */
+    assert_int_equal(dbpool_get(&c), 0);
+    assert_int_equal(tu_stats().in_use, 1);
+    dbpool_release(c);
+    assert_int_equal(tu_stats().in_use, 0);
+    dbpool_close();
+    fp_stop(p);
+}
+
 /* Mid-query partition of one connection: the statement is executing when its connection goes
  * silent; the caller gets DBPOOL_ECONNLOST DB_READ_TIMEOUT_MS after sending it. Other
  * connections are unaffected meanwhile, nothing is replayed, and the pool recovers. */
@@ -1495,6 +1569,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(max_connections_exhausted_fails),
         cmocka_unit_test(partition_idle_proxy),
         cmocka_unit_test(fork_during_a_close),
+        cmocka_unit_test(close_during_a_check),
         cmocka_unit_test(partition_mid_query_proxy),
         cmocka_unit_test(proxy_reset_connection_lost),
         cmocka_unit_test(proxy_cut_mid_packet),

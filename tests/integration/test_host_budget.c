@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,6 +462,68 @@ static void bad_budget_dir_fails_init(void **state)
     assert_int_equal(tu_count_sessions(E.admin, E.user), 0);
 }
 
+/* ---- readers of the budget during a close ------------------------------------------------------ */
+
+/* dbpool_stats_get() and dbpool_budget_holders() read the budget's lock files outside the pool
+ * lock, and a close frees the budget: they pin it, and the close waits for them. Here a thread
+ * reads both without pause while the main thread starts and closes the pool again and again;
+ * a reader that used a freed budget is a heap-use-after-free under ASan and valgrind. */
+struct budget_reader {
+    pthread_t t;
+    atomic_bool stop;
+    atomic_ulong reads;
+    unsigned long with_budget, holders_ok, holders_closed;
+};
+
+static void *budget_reader_main(void *p)
+{
+    struct budget_reader *r = p;
+    while (!atomic_load(&r->stop)) {
+        dbpool_stats s;
+        if (dbpool_stats_get(&s) == 0 && s.budget_size)
+            r->with_budget++;
+        long pids[8];
+        size_t n = 0;
+        int rc = dbpool_budget_holders(pids, 8, &n);
+        if (rc == 0)
+            r->holders_ok++;
+        else if (rc == DBPOOL_ECLOSED)
+            r->holders_closed++;
+        atomic_fetch_add(&r->reads, 1);
+    }
+    return NULL;
+}
+
+static void budget_read_during_close(void **state)
+{
+    (void)state;
+    setup(&E, 4, 2, 2000);
+    struct budget_reader r[2] = {0};
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&r[k].t, NULL, budget_reader_main, &r[k]), 0);
+    while (atomic_load(&r[0].reads) == 0 || atomic_load(&r[1].reads) == 0)
+        tu_sleep_ms(1);
+    /* For 1.5 s (at least 50 cycles), whatever the build's speed. */
+    unsigned cycles = 0;
+    uint64_t end = tu_now_ms() + 1500;
+    while (cycles < 50 || tu_now_ms() < end) {
+        if (dbpool_init(NULL) != 0)
+            fail_msg("cycle %u: dbpool_init: %s", cycles, dbpool_last_error());
+        dbpool_close();
+        cycles++;
+    }
+    for (int k = 0; k < 2; k++) {
+        atomic_store(&r[k].stop, true);
+        assert_int_equal(pthread_join(r[k].t, NULL), 0);
+        print_message("%u cycles; reader %d: %lu reads, %lu with the budget, holders %lu read / "
+                      "%lu closed\n", cycles, k, atomic_load(&r[k].reads), r[k].with_budget,
+                      r[k].holders_ok, r[k].holders_closed);
+        assert_true(r[k].with_budget > 0); /* the readers did meet a live budget */
+        assert_true(r[k].holders_ok > 0);
+    }
+    assert_int_equal(tu_count_sessions(E.admin, E.user), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +532,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(holder_fork_child_keeps_nothing, cleanup),
         cmocka_unit_test_teardown(two_users_have_independent_budgets, cleanup),
         cmocka_unit_test_teardown(bad_budget_dir_fails_init, cleanup),
+        cmocka_unit_test_teardown(budget_read_during_close, cleanup),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
