@@ -111,6 +111,9 @@ DBPOOL__HIDDEN int dbpool__fail_server(int code, unsigned server_errno, const ch
 DBPOOL__HIDDEN void dbpool__clear_error(void);
 
 DBPOOL__HIDDEN void dbpool__log(int level, const char *fmt, ...) DBPOOL_PRINTF(2, 3);
+/* fork (hooks.c): hold the logger's lock across fork(); release it in the parent and child. */
+DBPOOL__HIDDEN void dbpool__log_atfork_prepare(void);
+DBPOOL__HIDDEN void dbpool__log_atfork_release(void);
 DBPOOL__HIDDEN void dbpool__set_log_level(int level);
 DBPOOL__HIDDEN int dbpool__log_enabled(int level);
 

@@ -99,6 +99,11 @@ void dbpool_set_logger(dbpool_log_fn fn, void *userdata)
     pthread_mutex_unlock(&log_mu);
 }
 
+/* fork: the lock is a leaf (nothing is locked under it, and it is taken under any other lock
+ * of the library), so hooks.c takes it last in its prepare handler. */
+void dbpool__log_atfork_prepare(void) { pthread_mutex_lock(&log_mu); }
+void dbpool__log_atfork_release(void) { pthread_mutex_unlock(&log_mu); }
+
 void dbpool__set_log_level(int level) { atomic_store(&log_level, level); }
 
 int dbpool__log_enabled(int level) { return level <= atomic_load_explicit(&log_level, memory_order_relaxed); }

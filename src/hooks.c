@@ -57,11 +57,32 @@ static void on_exit_hook(void)
                     EXIT_LOCK_TIMEOUT_MS);
 }
 
+/* fork: no lock of ours may be inherited locked. The pool's prepare takes init_mu -> P.mu ->
+ * cell_mu; sig_mu comes after them: it is taken under init_mu (installing the hooks) and
+ * alone (the keeper restoring a default action), never with P.mu or cell_mu held, and nothing
+ * is locked under it but the logger's lock, a leaf taken last. kmu needs nothing: it is only
+ * taken under init_mu, so it is free while prepare holds init_mu. */
+static void fork_prepare(void)
+{
+    dbpool__pool_atfork_prepare();
+    pthread_mutex_lock(&sig_mu);
+    dbpool__log_atfork_prepare();
+}
+
+static void fork_parent(void)
+{
+    dbpool__log_atfork_release();
+    pthread_mutex_unlock(&sig_mu);
+    dbpool__pool_atfork_parent();
+}
+
 static void fork_child(void)
 {
     atomic_store(&in_cleanup, 0);
     for (size_t i = 0; i < NHOOKED; i++)
         atomic_store(&chain_pending[i], 0);
+    dbpool__log_atfork_release();
+    pthread_mutex_unlock(&sig_mu);
     dbpool__keeper_atfork_child();
     dbpool__pool_atfork_child();
 }
@@ -73,7 +94,7 @@ static void init_once(void)
         return;
     }
     if (atexit(on_exit_hook) != 0 || at_quick_exit(on_exit_hook) != 0 ||
-        pthread_atfork(dbpool__pool_atfork_prepare, dbpool__pool_atfork_parent, fork_child) != 0)
+        pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
         once_rc = DBPOOL_ESYS;
 }
 
@@ -108,20 +129,25 @@ static void chain(int i, int sig, siginfo_t *info, void *uctx)
         p->sa_handler(sig);
 }
 
-/* Only async-signal-safe work here: hand the signal to the keeper thread. */
+/* Only async-signal-safe work here: hand the signal to the keeper thread.
+ * in_cleanup is claimed before the record is posted: once posted, the keeper may finish and
+ * re-raise, and the chained call (on another thread) clears the flag, which must not be set
+ * again after that. It is cleared before calling the application, which may not return. */
 static void on_signal(int sig, siginfo_t *info, void *uctx)
 {
     int saved = errno;
     int i = slot_of(sig);
     if (i >= 0 && atomic_exchange(&chain_pending[i], 0)) {
-        chain(i, sig, &chain_info[i], uctx); /* after our clean-up: the application's turn */
         atomic_store(&in_cleanup, 0);
-    } else if (atomic_load(&in_cleanup)) {
+        chain(i, sig, &chain_info[i], uctx); /* after our clean-up: the application's turn */
+    } else if (atomic_exchange(&in_cleanup, 1)) {
         die_now(sig); /* a second signal during clean-up: die at once */
-    } else if (dbpool__keeper_post_signal(info) == 0) {
-        atomic_store(&in_cleanup, 1);
-    } else if (i >= 0) {
-        chain(i, sig, info, uctx); /* no keeper (e.g. in a fork child): as before us */
+    } else if (dbpool__keeper_post_signal(info) != 0) {
+        /* No keeper (a fork child, or dbpool_close() stopping it): nothing of ours to clean
+         * up, so behave as before us. */
+        atomic_store(&in_cleanup, 0);
+        if (i >= 0)
+            chain(i, sig, info, uctx);
     }
     errno = saved;
 }

@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,8 +28,15 @@ static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool am_keeper; /* lock-free: keeper_stop holds kmu while joining */
 static pthread_t ktid;
 static bool krunning;
-/* Read by signal handlers: plain ints written before the handlers are installed. */
-static volatile int pipe_r = -1, pipe_w = -1;
+static int pipe_r = -1; /* the keeper's; changed only under kmu while no keeper runs */
+/* The write end, or -1 when no keeper takes records. Signal handlers on any thread load it, so
+ * it and `writers` are lock-free atomics (async-signal-safe). A writer counts itself in
+ * `writers` before loading pipe_w and out after its write(): once keeper_stop has published -1
+ * and seen `writers` at 0 (seq_cst on both sides), no write to the old descriptor is under way
+ * or can start, so STOP is the last record in the pipe and close() cannot race a write. */
+static atomic_int pipe_w = -1;
+static atomic_int writers;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free in a signal handler");
 
 static void handle(const struct rec *r, bool *stop)
 {
@@ -66,7 +75,6 @@ int dbpool__keeper_start(void)
         goto out;
     }
     pipe_r = fds[0];
-    pipe_w = fds[1];
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits "all blocked" */
@@ -75,47 +83,71 @@ int dbpool__keeper_start(void)
     if (e != 0) {
         close(fds[0]);
         close(fds[1]);
-        pipe_r = pipe_w = -1;
+        pipe_r = -1;
         rc = dbpool__fail(DBPOOL_ESYS, "starting the library thread: %s", strerror(e));
         goto out;
     }
+    atomic_store(&pipe_w, fds[1]); /* open for records only once a keeper reads them */
     krunning = true;
 out:
     pthread_mutex_unlock(&kmu);
     return rc;
 }
 
-static void send_rec(int kind)
+/* Queue one record if a keeper takes records. Async-signal-safe. Returns 0 if it was queued. */
+static int post(const struct rec *r)
+{
+    atomic_fetch_add(&writers, 1);
+    int fd = atomic_load(&pipe_w);
+    int rc = fd >= 0 && write(fd, r, sizeof *r) == (ssize_t)sizeof *r ? 0 : -1;
+    atomic_fetch_sub(&writers, 1);
+    return rc;
+}
+
+void dbpool__keeper_wake(void)
 {
     struct rec r;
     memset(&r, 0, sizeof r);
-    r.kind = kind;
-    if (pipe_w >= 0 && write(pipe_w, &r, sizeof r) < 0) {
-        /* a full pipe already holds a wake-up */
+    r.kind = REC_WAKE;
+    if (post(&r) != 0) {
+        /* no keeper, or a full pipe that already holds records to wake it */
     }
 }
 
-void dbpool__keeper_wake(void) { send_rec(REC_WAKE); }
+/* STOP must arrive: the keeper drains the pipe, so wait for room rather than give up. (A
+ * write below PIPE_BUF is all or nothing, and the keeper holds the read end open.) */
+static void put_stop(int w)
+{
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    r.kind = REC_STOP;
+    while (write(w, &r, sizeof r) < 0 && (errno == EAGAIN || errno == EINTR)) {
+        struct pollfd p = {.fd = w, .events = POLLOUT};
+        poll(&p, 1, 100);
+    }
+}
 
+/* Stopping closes the door before STOP is sent: a signal handler that then finds no keeper
+ * handles the signal itself (see hooks.c), while every record posted before lies ahead of STOP
+ * and is handled by the keeper. No signal can be queued behind STOP and lost. */
 void dbpool__keeper_stop(void)
 {
     pthread_mutex_lock(&kmu);
     if (krunning && !pthread_equal(pthread_self(), ktid)) {
-        send_rec(REC_STOP);
+        int w = atomic_exchange(&pipe_w, -1);
+        while (atomic_load(&writers) != 0)
+            sched_yield(); /* a handler between its load of pipe_w and its write(): a few us */
+        put_stop(w);
         pthread_join(ktid, NULL);
-        /* Publish "no keeper" before closing, so a signal handler on another thread does not
-         * write into a descriptor number that may be reused at once. */
-        int r = pipe_r, w = pipe_w;
-        pipe_w = -1;
-        pipe_r = -1;
-        close(r);
+        close(pipe_r);
         close(w);
+        pipe_r = -1;
         krunning = false;
     }
     pthread_mutex_unlock(&kmu);
 }
 
-int dbpool__keeper_signal_fd(void) { return pipe_w; }
+int dbpool__keeper_signal_fd(void) { return atomic_load(&pipe_w); }
 
 bool dbpool__keeper_is_self(void) { return am_keeper; }
 
@@ -123,11 +155,13 @@ bool dbpool__keeper_is_self(void) { return am_keeper; }
  * our copies (a signal to the child must never reach the parent's thread). */
 void dbpool__keeper_atfork_child(void)
 {
+    int w = atomic_exchange(&pipe_w, -1);
     if (pipe_r >= 0)
         close(pipe_r);
-    if (pipe_w >= 0)
-        close(pipe_w);
-    pipe_r = pipe_w = -1;
+    if (w >= 0)
+        close(w);
+    pipe_r = -1;
+    atomic_store(&writers, 0); /* counted writers were other threads: gone in the child */
     krunning = false;
     pthread_mutex_init(&kmu, NULL);
 }
@@ -139,6 +173,5 @@ int dbpool__keeper_post_signal(const siginfo_t *info)
     memset(&r, 0, sizeof r); /* memset is async-signal-safe since POSIX.1-2016 */
     r.kind = REC_SIGNAL;
     r.info = *info;
-    int fd = pipe_w;
-    return fd >= 0 && write(fd, &r, sizeof r) == (ssize_t)sizeof r ? 0 : -1;
+    return post(&r);
 }

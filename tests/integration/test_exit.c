@@ -144,6 +144,30 @@ static void exit_while_other_thread_mid_query(void **state)
     assert_sessions_gone(&ch, ch.nids);
 }
 
+/* exit() while the library's thread closes the pool after a SIGTERM: the exit hook waits for
+ * that close instead of returning at once (the process would then end under it, the running
+ * statement left on the server). The process ends either way the race goes: by the re-raised
+ * SIGTERM or by exit(0); in both, within the grace period, with the idle session closed
+ * cleanly and the busy one's statement stopped (its session gone). */
+static void exit_during_a_signal_close(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    setenv("DB_SHUTDOWN_GRACE_MS", "500", 1);
+    cc_child ch;
+    cc_start(&ch, "exit_in_signal_close");
+    int st = cc_wait(&ch, tu_slack_ms(10000));
+    char buf[512];
+    print_message("status 0x%x; report: %s\n", st, cc_report(&ch, buf, sizeof buf));
+    assert_true(st != -1);
+    assert_non_null(strstr(cc_report(&ch, buf, sizeof buf), "closing\n"));
+    assert_true((WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM) || (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+    cc_child idle_only = ch;
+    idle_only.nids = 1;
+    assert_sessions_gone(&idle_only, 0);
+    assert_sessions_gone(&ch, ch.nids);
+}
+
 static void underscore_exit_floor(void **state)
 {
     (void)state;
@@ -200,6 +224,27 @@ static void app_handler_chained(void **state)
     assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0); /* the process lived on */
     char buf[4096];
     assert_non_null(strstr(cc_report(&ch, buf, sizeof buf), "alive open=0"));
+    assert_sessions_gone(&ch, 0);
+}
+
+/* A SIGHUP that arrives while dbpool_close() stops the library's thread reaches the
+ * application's handler exactly once, and later signals still do (the process lives on). The
+ * child holds the window open itself (see exit_child.c, mode hup_in_close). */
+static void signal_during_close_reaches_app_handler(void **state)
+{
+    (void)state;
+    tu_use_shared();
+    cc_child ch;
+    cc_start(&ch, "hup_in_close");
+    int st = cc_wait(&ch, tu_slack_ms(20000));
+    char buf[4096];
+    cc_report(&ch, buf, sizeof buf);
+    print_message("%s", buf);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("exit_child hup_in_close: wait status 0x%x: %s", st, buf);
+    assert_non_null(strstr(buf, "during_close handler=1\n"));
+    assert_non_null(strstr(buf, "after_close handler=2\n"));
+    assert_non_null(strstr(buf, "restarted handler=3 open=0\n"));
     assert_sessions_gone(&ch, 0);
 }
 
@@ -346,10 +391,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(return_from_main_closes_cleanly),
         cmocka_unit_test(quick_exit_closes_cleanly),
         cmocka_unit_test(exit_while_other_thread_mid_query),
+        cmocka_unit_test(exit_during_a_signal_close),
         cmocka_unit_test(underscore_exit_floor),
         cmocka_unit_test(sigkill_floor),
         cmocka_unit_test(sigint_ignored_survives),
         cmocka_unit_test(app_handler_chained),
+        cmocka_unit_test(signal_during_close_reaches_app_handler),
         cmocka_unit_test(second_signal_kills_at_once),
         cmocka_unit_test(fork_child_exit_keeps_parent),
         cmocka_unit_test(fork_child_underscore_exit_keeps_parent),
