@@ -865,14 +865,23 @@ static bool in_array(const struct dbpool__pool_array *a, const void *p)
     return x >= lo && x < hi && (x - lo) % sizeof(struct dbpool_conn) == 0;
 }
 
+/* Under P.mu: p is a slot of the current array or of a retired one. */
+static bool known_handle_locked(const void *p)
+{
+    bool found = in_array(atomic_load(&P.arr), p);
+    for (struct dbpool__pool_array *a = P.retired; a && !found; a = a->next)
+        found = in_array(a, p);
+    return found;
+}
+
+/* Lock-free for the current array: a handle its caller holds borrowed keeps that array alive
+ * (a close retires an array with borrowed slots instead of freeing it). */
 static bool known_handle(const void *p)
 {
     if (in_array(atomic_load(&P.arr), p))
         return true;
     pthread_mutex_lock(&P.mu);
-    bool found = false;
-    for (struct dbpool__pool_array *a = P.retired; a && !found; a = a->next)
-        found = in_array(a, p);
+    bool found = known_handle_locked(p);
     pthread_mutex_unlock(&P.mu);
     return found;
 }
@@ -1038,11 +1047,13 @@ void dbpool_release(dbpool_conn *conn)
     if (!conn)
         return;
     struct dbpool_conn *c = conn;
-    if (!known_handle(c)) {
+    /* Checked under the lock: a double release may race a close that frees the array. */
+    pthread_mutex_lock(&P.mu);
+    if (!known_handle_locked(c)) {
+        pthread_mutex_unlock(&P.mu);
         misuse("dbpool_release", c, "not a connection of this pool (foreign pointer or from a closed pool)");
         return;
     }
-    pthread_mutex_lock(&P.mu);
     if (get_state(c) != DBPOOL__SLOT_BUSY) {
         pthread_mutex_unlock(&P.mu);
         misuse("dbpool_release", c, "connection is not borrowed (double release?)");
