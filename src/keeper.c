@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -48,8 +49,8 @@ static void handle(const struct rec *r, bool *stop)
 
 static void *keeper_main(void *arg)
 {
-    (void)arg;
     am_keeper = true;
+    sem_post(arg); /* running: see dbpool__keeper_start */
     bool stop = false;
     while (!stop) {
         unsigned ms = dbpool__pool_housekeep();
@@ -78,8 +79,16 @@ int dbpool__keeper_start(void)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits "all blocked" */
-    int e = pthread_create(&ktid, NULL, keeper_main, NULL);
+    /* Wait until the thread runs our code: its start-up (which may allocate, in a sanitizer's
+     * runtime too) is over before the pool is used, so a fork() right after the start never
+     * copies an allocator lock held by a thread that is half started. */
+    sem_t started;
+    sem_init(&started, 0, 0);
+    int e = pthread_create(&ktid, NULL, keeper_main, &started);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    while (e == 0 && sem_wait(&started) != 0 && errno == EINTR)
+        ;
+    sem_destroy(&started);
     if (e != 0) {
         close(fds[0]);
         close(fds[1]);
