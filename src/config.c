@@ -654,6 +654,10 @@ static int load_env(struct load *ld)
 
 /* Guarded by ov_mu; a leaf lock (nothing else is taken while it is held). */
 static pthread_mutex_t ov_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* fork (hooks.c): held across fork(), so a child never inherits it locked. */
+void dbpool__config_atfork_prepare(void) { pthread_mutex_lock(&ov_mu); }
+void dbpool__config_atfork_release(void) { pthread_mutex_unlock(&ov_mu); }
 static char *ov_value[NKEYS];
 
 static void wipe_free(char *s)

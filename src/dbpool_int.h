@@ -114,6 +114,9 @@ DBPOOL__HIDDEN void dbpool__log(int level, const char *fmt, ...) DBPOOL_PRINTF(2
 /* fork (hooks.c): hold the logger's lock across fork(); release it in the parent and child. */
 DBPOOL__HIDDEN void dbpool__log_atfork_prepare(void);
 DBPOOL__HIDDEN void dbpool__log_atfork_release(void);
+/* fork (hooks.c): the same for dbpool_config_set()'s lock. */
+DBPOOL__HIDDEN void dbpool__config_atfork_prepare(void);
+DBPOOL__HIDDEN void dbpool__config_atfork_release(void);
 DBPOOL__HIDDEN void dbpool__set_log_level(int level);
 DBPOOL__HIDDEN int dbpool__log_enabled(int level);
 

@@ -53,24 +53,27 @@ static void on_exit_hook(void)
     const dbpool__options *o = dbpool__pool_options();
     unsigned grace = o->shutdown_grace_ms;
     if (dbpool__pool_shutdown(grace, EXIT_LOCK_TIMEOUT_MS, 0) != 0)
-        dbpool__log(DBPOOL_LOG_WARN, "exit: pool lock busy for %u ms; connections left to the kernel",
+        dbpool__log(DBPOOL_LOG_WARN, "exit: the pool lock stayed busy (%u ms), or a close already "
+                    "under way did not end in time; connections left to the kernel",
                     EXIT_LOCK_TIMEOUT_MS);
 }
 
 /* fork: no lock of ours may be inherited locked. The pool's prepare takes init_mu -> P.mu ->
  * cell_mu; sig_mu comes after them: it is taken under init_mu (installing the hooks) and
  * alone (the keeper restoring a default action), never with P.mu or cell_mu held, and nothing
- * is locked under it but the logger's lock, a leaf taken last. kmu needs nothing: it is only
+ * is locked under it but the logger's and the overrides' locks, leaves taken last. kmu needs nothing: it is only
  * taken under init_mu, so it is free while prepare holds init_mu. */
 static void fork_prepare(void)
 {
     dbpool__pool_atfork_prepare();
     pthread_mutex_lock(&sig_mu);
     dbpool__log_atfork_prepare();
+    dbpool__config_atfork_prepare(); /* dbpool_config_set()'s overrides: a leaf too */
 }
 
 static void fork_parent(void)
 {
+    dbpool__config_atfork_release();
     dbpool__log_atfork_release();
     pthread_mutex_unlock(&sig_mu);
     dbpool__pool_atfork_parent();
@@ -81,6 +84,7 @@ static void fork_child(void)
     atomic_store(&in_cleanup, 0);
     for (size_t i = 0; i < NHOOKED; i++)
         atomic_store(&chain_pending[i], 0);
+    dbpool__config_atfork_release();
     dbpool__log_atfork_release();
     pthread_mutex_unlock(&sig_mu);
     dbpool__keeper_atfork_child();
@@ -138,13 +142,18 @@ static void on_signal(int sig, siginfo_t *info, void *uctx)
     int saved = errno;
     int i = slot_of(sig);
     if (i >= 0 && atomic_exchange(&chain_pending[i], 0)) {
+        siginfo_t own = chain_info[i]; /* read before a next signal may overwrite it */
         atomic_store(&in_cleanup, 0);
-        chain(i, sig, &chain_info[i], uctx); /* after our clean-up: the application's turn */
+        chain(i, sig, &own, uctx); /* after our clean-up: the application's turn */
+    } else if (dbpool__keeper_signal_fd() < 0) {
+        /* No keeper (no pool running, a fork child): nothing of ours to clean up. Not counted
+         * as a clean-up, so two such signals at once are both the application's. */
+        if (i >= 0)
+            chain(i, sig, info, uctx);
     } else if (atomic_exchange(&in_cleanup, 1)) {
         die_now(sig); /* a second signal during clean-up: die at once */
     } else if (dbpool__keeper_post_signal(info) != 0) {
-        /* No keeper (a fork child, or dbpool_close() stopping it): nothing of ours to clean
-         * up, so behave as before us. */
+        /* The keeper stopped meanwhile (dbpool_close()): behave as before us. */
         atomic_store(&in_cleanup, 0);
         if (i >= 0)
             chain(i, sig, info, uctx);

@@ -81,7 +81,9 @@ int dbpool__keeper_start(void)
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits "all blocked" */
     /* Wait until the thread runs our code: its start-up (which may allocate, in a sanitizer's
      * runtime too) is over before the pool is used, so a fork() right after the start never
-     * copies an allocator lock held by a thread that is half started. */
+     * copies an allocator lock held by a thread that is half started. (glibc's malloc is
+     * fork-safe anyway; GCC 12's ASan allocator is not, and the keeper still allocates later,
+     * e.g. when it closes an idle connection: this narrows that window, it cannot close it.) */
     sem_t started;
     sem_init(&started, 0, 0);
     int e = pthread_create(&ktid, NULL, keeper_main, &started);

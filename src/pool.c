@@ -113,7 +113,8 @@ static struct pool {
     _Atomic unsigned nreq; /* queued waiters with a request (changed under P.mu, peeked without) */
     struct waiter *qhead, *qtail;
     pthread_cond_t drained; /* signalled when a slot becomes FREE while closing, when a close
-                             * ends, and when the last budget pin goes */
+                             * ends, and when the last budget pin goes; timed waits use
+                             * pthread_cond_clockwait(CLOCK_MONOTONIC) (dbpool__ts deadlines) */
     unsigned budget_pins;   /* readers of P.budget outside the lock (budget_pin) */
     dbpool__budget *budget;
     struct bwaiter *bwait; /* threads waiting for the host budget */
@@ -1285,7 +1286,7 @@ static unsigned wait_drained(struct dbpool__pool_array *a, unsigned ms, bool pen
     struct timespec ts = dbpool__ts(dl);
     unsigned left;
     while ((left = count_slots(a, pending_only)) > 0 && dbpool__now_ns() < dl)
-        pthread_cond_timedwait(&P.drained, &P.mu, &ts);
+        pthread_cond_clockwait(&P.drained, &P.mu, CLOCK_MONOTONIC, &ts);
     return left;
 }
 
@@ -1400,7 +1401,7 @@ static int wait_closed(unsigned grace_ms, unsigned lock_timeout_ms)
         else if (dbpool__now_ns() >= dl)
             return -1;
         else
-            pthread_cond_timedwait(&P.drained, &P.mu, &ts);
+            pthread_cond_clockwait(&P.drained, &P.mu, CLOCK_MONOTONIC, &ts);
     }
     return 0;
 }
@@ -1436,8 +1437,12 @@ int dbpool__pool_shutdown(unsigned grace_ms, unsigned lock_timeout_ms, int reaso
         wait_drained(a, 200, false); /* let borrowers that got the error release */
     }
     dbpool__budget *b = detach_array(a);
-    while (b && P.budget_pins) /* a stats reader still counts its slots */
+    /* A stats reader still counts the budget's slots: wait for it, except in the exit hook
+     * (a lock timeout), which leaves the budget to the process's end rather than wait. */
+    while (b && P.budget_pins && !lock_timeout_ms)
         pthread_cond_wait(&P.drained, &P.mu);
+    if (P.budget_pins)
+        b = NULL;
     atomic_store(&P.state, POOL_UNINIT);
     pthread_cond_broadcast(&P.drained); /* for wait_closed() */
     pthread_mutex_unlock(&P.mu);
@@ -1507,6 +1512,7 @@ void dbpool__pool_atfork_child(void)
     atomic_store_explicit(&P.nreq, 0, memory_order_relaxed);
     P.bwait = NULL; /* threads of the parent */
     P.budget_pins = 0;
+    pthread_cond_init(&P.drained, NULL); /* its copied state may count a parent's waiter */
     atomic_store(&P.state, POOL_UNINIT);
     __atomic_fetch_add(&dbpool__fork_generation, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&cell_mu); /* the cells of the parent's other threads stay unused */

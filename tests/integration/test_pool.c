@@ -1099,6 +1099,59 @@ static void soak_with_kills(void **state)
     mysql_close(admin);
 }
 
+/* dbpool_close() waits out DB_SHUTDOWN_GRACE_MS for a borrowed connection without burning
+ * CPU: the wait sleeps on a condition variable until the deadline (a timed wait on the wrong
+ * clock returned at once and made it spin for the whole grace period). */
+struct holder {
+    pthread_t t;
+    atomic_bool got, go;
+    int rc;
+};
+
+static void *holder_main(void *p)
+{
+    struct holder *h = p;
+    dbpool_conn *c = NULL;
+    h->rc = dbpool_get(&c);
+    atomic_store(&h->got, true);
+    while (!atomic_load(&h->go))
+        tu_sleep_ms(5);
+    dbpool_release(c); /* after the close: completes it */
+    return NULL;
+}
+
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void close_grace_wait_sleeps(void **state)
+{
+    (void)state;
+    enum { GRACE_MS = 2000 };
+    tu_use_shared();
+    tu_setenv_u("DB_SHUTDOWN_GRACE_MS", GRACE_MS);
+    struct holder h = {.rc = -1};
+    assert_int_equal(pthread_create(&h.t, NULL, holder_main, &h), 0);
+    while (!atomic_load(&h.got))
+        tu_sleep_ms(2);
+    assert_int_equal(h.rc, 0);
+    uint64_t t0 = tu_now_ms();
+    double c0 = thread_cpu_ms();
+    dbpool_close();
+    double cpu = thread_cpu_ms() - c0;
+    uint64_t took = tu_now_ms() - t0;
+    atomic_store(&h.go, true);
+    assert_int_equal(pthread_join(h.t, NULL), 0);
+    unsigned cpu_max = tu_slack_ms(400) < 1500 ? tu_slack_ms(400) : 1500;
+    print_message("close took %llu ms (grace %d ms) and %.1f ms of its thread's CPU (max %u)\n",
+                  (unsigned long long)took, GRACE_MS, cpu, cpu_max);
+    assert_true(took >= GRACE_MS - 50); /* it did wait the grace out */
+    assert_true(cpu < cpu_max);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1129,6 +1182,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(self_deadlock_warned),
         cmocka_unit_test(health_check_round_trip),
         cmocka_unit_test(soak_with_kills),
+        cmocka_unit_test(close_grace_wait_sleeps),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
