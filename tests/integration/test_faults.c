@@ -734,6 +734,30 @@ static void partition_idle_proxy(void **state)
     tu_private_destroy(&s);
 }
 
+/* Through a fresh proxy, a pool of one connection, opened and idle; its server session id. The
+ * caller sets its other DB_* keys first. */
+static fp_proxy *one_idle_behind_proxy(const tu_server *s, unsigned long *id)
+{
+    fp_proxy *p = start_proxy(s);
+    setenv("DB_CONNECTION_LIMIT", "1", 1);
+    dbpool_conn *c;
+    assert_int_equal(dbpool_get(&c), 0);
+    *id = dbpool_conn_id(c);
+    dbpool_release(c);
+    return p;
+}
+
+/* Session `id` ends on the server (polled: the close may still be on its way). */
+static void assert_session_ends(const tu_server *s, unsigned long id)
+{
+    MYSQL *admin = tu_admin(s);
+    uint64_t end = tu_now_ms() + tu_slack_ms(5000);
+    while (tu_session_exists(admin, id) && tu_now_ms() < end)
+        tu_sleep_ms(10);
+    assert_int_equal(tu_session_exists(admin, id), 0);
+    mysql_close(admin);
+}
+
 /* fork() while another thread closes a connection. A connection given back broken is closed by
  * the releasing thread outside the pool lock (its slot CLOSING) while its Connector/C handle is
  * freed and its descriptors closed, and a fork can copy the slot at any instant: the child's
@@ -790,13 +814,9 @@ static void fork_during_a_close(void **state)
     (void)state;
     const tu_server *s = tu_server_shared();
     tu_use_shared();
-    fp_proxy *p = start_proxy(s);
-    setenv("DB_CONNECTION_LIMIT", "1", 1);
     setenv("DB_READ_TIMEOUT_MS", "1000", 1); /* the smallest allowed */
-    dbpool_conn *c;
-    assert_int_equal(dbpool_get(&c), 0);
-    unsigned long id = dbpool_conn_id(c);
-    dbpool_release(c);
+    unsigned long id;
+    fp_proxy *p = one_idle_behind_proxy(s, &id);
     assert_int_equal(fp_set_mode(p, FP_BLACKHOLE, 0), 0);
     struct closer cl = {0};
     assert_int_equal(pthread_create(&cl.t, NULL, closer_main, &cl), 0);
@@ -843,12 +863,7 @@ static void fork_during_a_close(void **state)
     assert_int_equal(tu_stats().closed_broken, 1);
     dbpool_close();
     fp_stop(p); /* the server sees the proxy's socket close: the session ends */
-    MYSQL *admin = tu_admin(s);
-    end = tu_now_ms() + tu_slack_ms(5000);
-    while (tu_session_exists(admin, id) && tu_now_ms() < end)
-        tu_sleep_ms(10);
-    assert_int_equal(tu_session_exists(admin, id), 0);
-    mysql_close(admin);
+    assert_session_ends(s, id);
 }
 
 /* A close while a dbpool_get() checks an idle connection (a ping past DB_VALIDATE_AFTER_MS,
@@ -880,15 +895,12 @@ static void close_during_a_check(void **state)
     (void)state;
     const tu_server *s = tu_server_shared();
     tu_use_shared();
-    fp_proxy *p = start_proxy(s);
-    setenv("DB_CONNECTION_LIMIT", "1", 1);
     setenv("DB_VALIDATE_AFTER_MS", "0", 1); /* every get pings */
     setenv("DB_READ_TIMEOUT_MS", "10000", 1);
     setenv("DB_SHUTDOWN_GRACE_MS", "0", 1);
+    unsigned long id;
+    fp_proxy *p = one_idle_behind_proxy(s, &id);
     dbpool_conn *c;
-    assert_int_equal(dbpool_get(&c), 0);
-    unsigned long id = dbpool_conn_id(c);
-    dbpool_release(c);
     tu_sleep_ms(300); /* past the 250 ms liveness bypass window: the next get checks */
     /* The ping's request and its reply each wait this long in the proxy. */
     unsigned delay = tu_slack_ms(400);
@@ -910,12 +922,7 @@ static void close_during_a_check(void **state)
     assert_int_equal(k.rc, DBPOOL_ECLOSED);
     assert_non_null(strstr(k.err, "closed"));
     assert_int_equal(fp_set_mode(p, FP_PASS, 0), 0);
-    MYSQL *admin = tu_admin(s);
-    end = tu_now_ms() + tu_slack_ms(5000);
-    while (tu_session_exists(admin, id) && tu_now_ms() < end)
-        tu_sleep_ms(10);
-    assert_int_equal(tu_session_exists(admin, id), 0);
-    mysql_close(admin);
+    assert_session_ends(s, id);
     /* A new pool counts from zero: nothing of the old one is left borrowed in it. */
     assert_int_equal(dbpool_get(&c), 0);
     assert_int_equal(tu_stats().in_use, 1);
