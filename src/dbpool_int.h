@@ -289,8 +289,6 @@ DBPOOL__HIDDEN extern unsigned dbpool__fork_generation;
 
 /* Start the library thread if not running (idempotent). Returns 0 or DBPOOL_ESYS. */
 DBPOOL__HIDDEN int dbpool__keeper_start(void);
-/* Wake it to re-plan (a new idle deadline, the pool closed). */
-DBPOOL__HIDDEN void dbpool__keeper_wake(void);
 /* Stop and join it (not from the keeper itself). */
 DBPOOL__HIDDEN void dbpool__keeper_stop(void);
 /* The write end of its self-pipe, for the signal handler (-1 if not running). */

@@ -61,8 +61,8 @@ static void on_exit_hook(void)
 /* fork: no lock of ours may be inherited locked. The pool's prepare takes init_mu -> P.mu ->
  * cell_mu; sig_mu comes after them: it is taken under init_mu (installing the hooks) and
  * alone (the keeper restoring a default action), never with P.mu or cell_mu held, and nothing
- * is locked under it but the logger's and the overrides' locks, leaves taken last. kmu needs nothing: it is only
- * taken under init_mu, so it is free while prepare holds init_mu. */
+ * is locked under it but the logger's and the overrides' locks, leaves taken last. kmu needs
+ * nothing: it is only taken under init_mu, so it is free while prepare holds init_mu. */
 static void fork_prepare(void)
 {
     dbpool__pool_atfork_prepare();

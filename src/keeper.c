@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum rec_kind { REC_WAKE = 0, REC_SIGNAL = 1, REC_STOP = 2 };
+enum rec_kind { REC_SIGNAL = 1, REC_STOP = 2 };
 
 struct rec {
     int kind;
@@ -113,16 +113,6 @@ static int post(const struct rec *r)
     int rc = fd >= 0 && write(fd, r, sizeof *r) == (ssize_t)sizeof *r ? 0 : -1;
     atomic_fetch_sub(&writers, 1);
     return rc;
-}
-
-void dbpool__keeper_wake(void)
-{
-    struct rec r;
-    memset(&r, 0, sizeof r);
-    r.kind = REC_WAKE;
-    if (post(&r) != 0) {
-        /* no keeper, or a full pipe that already holds records to wake it */
-    }
 }
 
 /* STOP must arrive: the keeper drains the pipe, so wait for room rather than give up. (A

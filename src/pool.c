@@ -608,12 +608,23 @@ static void account_wait(struct getctx *g, uint64_t now)
         P.st.wait_ns_max = w;
 }
 
-/* Under P.mu: c still belongs to the running pool. The caller opened or checked it outside the
- * lock, and meanwhile the pool may have been closed, or closed and started again (c's array is
- * then retired, and counting it as borrowed would skew the new pool's counters). */
-static bool still_current(const struct dbpool_conn *c)
+/* Called with P.mu held, returns with it released: hand c, opened or checked outside the lock,
+ * to the caller. Meanwhile the pool may have been closed, or closed and started again (c's
+ * array is then retired, and counting it as borrowed would skew the new pool's counters): then
+ * c is closed and the caller gets DBPOOL_ECLOSED (`doing`: what it was doing). */
+static int hand_out(struct dbpool_conn *c, struct getctx *g, const char *doing)
 {
-    return atomic_load(&P.state) == POOL_RUNNING && c->arr == atomic_load(&P.arr);
+    if (atomic_load(&P.state) != POOL_RUNNING || c->arr != atomic_load(&P.arr)) {
+        pthread_mutex_unlock(&P.mu);
+        close_owned(c, R_SHUTDOWN);
+        return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while %s", doing);
+    }
+    uint64_t now = dbpool__now_ns();
+    account_wait(g, now); /* a waiter given a free slot or an idle connection */
+    mark_borrowed(c, g->file, g->line, pthread_self(), now);
+    P.st.gets++;
+    pthread_mutex_unlock(&P.mu);
+    return 0;
 }
 
 static int finish_open(struct dbpool_conn *c, struct getctx *g)
@@ -626,17 +637,7 @@ static int finish_open(struct dbpool_conn *c, struct getctx *g)
     set_expiry(c);
     pthread_mutex_lock(&P.mu);
     P.st.created++;
-    if (!still_current(c)) {
-        pthread_mutex_unlock(&P.mu);
-        close_owned(c, R_SHUTDOWN);
-        return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while connecting");
-    }
-    uint64_t now = dbpool__now_ns();
-    account_wait(g, now); /* a waiter that was given a free slot */
-    mark_borrowed(c, g->file, g->line, pthread_self(), now);
-    P.st.gets++;
-    pthread_mutex_unlock(&P.mu);
-    return 0;
+    return hand_out(c, g, "connecting");
 }
 
 /* An idle connection taken for a check (state CHECKING): alive and young enough? */
@@ -821,15 +822,8 @@ static int get_common(dbpool_conn **out, const char *file, int line, struct dbpo
                 continue; /* replaced transparently, inside the same deadline */
             }
             pthread_mutex_lock(&P.mu);
-            if (!still_current(c)) {
-                pthread_mutex_unlock(&P.mu);
-                close_owned(c, R_SHUTDOWN);
-                return dbpool__fail(DBPOOL_ECLOSED, "the pool was closed while checking a connection");
-            }
-            account_wait(&g, dbpool__now_ns());
-            mark_borrowed(c, file, line, pthread_self(), dbpool__now_ns());
-            P.st.gets++;
-            pthread_mutex_unlock(&P.mu);
+            if ((rc = hand_out(c, &g, "checking a connection")) != 0)
+                return rc;
         }
         last_wait_ns = g.wait_ns;
         *out = c;

@@ -97,8 +97,7 @@ static void sigterm_during_a_shared_turn(void **state)
     }
     /* On the server: the claimed SLEEP(60) runs on the one session, the holder's. */
     end = tu_now_ms() + tu_slack_ms(10000);
-    while (tu_scalar(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %lu "
-                            "AND INFO = 'SELECT SLEEP(60)'", ch.ids[0]) != 1) {
+    while (tu_processlist_count(admin, NULL, ch.ids[0], "SELECT SLEEP(60)") != 1) {
         if (tu_now_ms() > end)
             fail_msg("SELECT SLEEP(60) not running on session %lu", ch.ids[0]);
         tu_sleep_ms(5);

@@ -453,36 +453,10 @@ static void restart_during_query(void **state)
 
 /* ---- item 7: KILL QUERY and max_statement_time ----------------------------------------------------- */
 
-/* SHOW PROCESSLIST rows of `user` (all of them when user is NULL) whose Id is `id` (any when 0)
- * and whose Info starts with `info` (any when NULL); -1 on error. SHOW PROCESSLIST rather than
- * information_schema.PROCESSLIST: the latter goes through an internal temporary table, and the
- * server once crashed (SIGSEGV in ha_maria::drop_table) in that path during these tests. */
-static long processlist_count(MYSQL *m, const char *user, unsigned long id, const char *info)
-{
-    if (mysql_query(m, "SHOW FULL PROCESSLIST") != 0)
-        return -1;
-    MYSQL_RES *r = mysql_store_result(m);
-    if (!r)
-        return -1;
-    long n = 0;
-    MYSQL_ROW row;
-    while ((row = mysql_fetch_row(r)) != NULL) {
-        if (user && (!row[1] || strcmp(row[1], user) != 0))
-            continue;
-        if (id && (!row[0] || strtoul(row[0], NULL, 10) != id))
-            continue;
-        if (info && (!row[7] || strncmp(row[7], info, strlen(info)) != 0))
-            continue;
-        n++;
-    }
-    mysql_free_result(r);
-    return n;
-}
-
 static int wait_query_running(MYSQL *admin, unsigned long id)
 {
     for (int i = 0; i < 500; i++) {
-        if (processlist_count(admin, NULL, id, "SELECT SLEEP") > 0)
+        if (tu_processlist_count(admin, NULL, id, "SELECT SLEEP") > 0)
             return 1;
         tu_sleep_ms(10);
     }
@@ -680,7 +654,7 @@ static void max_connections_exhausted_fails(void **state)
     assert_true(took >= ACQUIRE_MS / 2 && took <= ACQUIRE_MS + CONNECT_MS + tol_ms());
     if (!instrumented())
         assert_true(cpu < 0.10 * (double)took);
-    assert_int_equal(processlist_count(admin, s.user, 0, NULL), h.n); /* nothing of ours got in */
+    assert_int_equal(tu_processlist_count(admin, s.user, 0, NULL), h.n); /* nothing of ours got in */
     mysql_close(h.m[--h.n]);
     assert_serves();
     dbpool_close();
@@ -809,6 +783,18 @@ static bool in_poll(pid_t tid)
     return nr == SYS_ppoll;
 }
 
+/* Wait (10 s, scaled) until thread *tid, once *ready is set (NULL: at once), is blocked in
+ * poll(); fail if *done is set first or the time runs out. */
+static void await_poll(_Atomic pid_t *tid, atomic_bool *ready, atomic_bool *done, const char *who)
+{
+    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
+    while (!atomic_load(tid) || (ready && !atomic_load(ready)) || !in_poll(atomic_load(tid))) {
+        if (atomic_load(done) || tu_now_ms() > end)
+            fail_msg("never seen blocked in poll(): %s", who);
+        sched_yield();
+    }
+}
+
 /* One try; false when it was inconclusive: the releasing thread was not still in its wait once
  * fork() had returned, so the fork may have missed the window. */
 static bool fork_during_a_close_once(const tu_server *s)
@@ -818,12 +804,7 @@ static bool fork_during_a_close_once(const tu_server *s)
     assert_int_equal(fp_set_mode(p, FP_BLACKHOLE, 0), 0);
     struct closer cl = {0};
     assert_int_equal(pthread_create(&cl.t, NULL, closer_main, &cl), 0);
-    uint64_t end = tu_now_ms() + tu_slack_ms(10000);
-    while (!atomic_load(&cl.releasing) || !in_poll(atomic_load(&cl.tid))) {
-        if (atomic_load(&cl.done) || tu_now_ms() > end)
-            fail_msg("the releasing thread was never seen waiting for the server's close");
-        sched_yield();
-    }
+    await_poll(&cl.tid, &cl.releasing, &cl.done, "the releasing thread, in the close's wait");
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
     pid_t pid = fork();
@@ -884,6 +865,7 @@ static void fork_during_a_close(void **state)
 struct checker {
     pthread_t t;
     _Atomic pid_t tid;
+    atomic_bool done;
     int rc;
     char err[256];
     uint64_t done_ms;
@@ -897,6 +879,7 @@ static void *checker_main(void *p)
     k->rc = dbpool_get(&c);
     snprintf(k->err, sizeof k->err, "%s", dbpool_last_error());
     k->done_ms = tu_now_ms();
+    atomic_store(&k->done, true);
     if (c)
         dbpool_release(c);
     return NULL;
@@ -919,12 +902,7 @@ static void close_during_a_check(void **state)
     assert_int_equal(fp_set_mode(p, FP_DELAY, delay), 0);
     struct checker k = {.rc = -1};
     assert_int_equal(pthread_create(&k.t, NULL, checker_main, &k), 0);
-    uint64_t end = tu_now_ms() + tu_slack_ms(5000);
-    while (!atomic_load(&k.tid) || !in_poll(atomic_load(&k.tid))) { /* waiting for the pong */
-        if (tu_now_ms() > end)
-            fail_msg("the checking thread was never seen waiting for the ping's reply");
-        sched_yield();
-    }
+    await_poll(&k.tid, NULL, &k.done, "the checking thread, waiting for the ping's reply");
     dbpool_close();
     uint64_t closed_ms = tu_now_ms();
     assert_int_equal(pthread_join(k.t, NULL), 0);
@@ -1456,7 +1434,7 @@ static void *monitor_main(void *p)
             tu_sleep_ms(20);
             continue;
         }
-        long n = processlist_count(admin, l->s->user, 0, NULL);
+        long n = tu_processlist_count(admin, l->s->user, 0, NULL);
         if (n < 0) {
             mysql_close(admin);
             admin = NULL;

@@ -455,9 +455,9 @@ static void lost_connection_during_a_shared_turn(void **state)
     queue_behind(a, &h, q, 2);
     gate_open(a);
     wait_stats(served_is, 1, "the first request claimed");
-    long long id = tu_scalar(a, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '%s'",
-                             tu_server_shared()->user);
-    tu_exec(a, "KILL CONNECTION %lld", id);
+    unsigned long id = tu_session_id(a, tu_server_shared()->user);
+    assert_true(id != 0);
+    tu_exec(a, "KILL CONNECTION %lu", id);
     join_call(&h);
     join_call(&q[0]);
     join_call(&q[1]);

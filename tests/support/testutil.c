@@ -450,26 +450,30 @@ long long tu_scalar(MYSQL *m, const char *fmt, ...)
 
 /* ---- facts on the server ------------------------------------------------------------------ */
 
-/* Rows of SHOW PROCESSLIST with this user (any when NULL) and id (any when 0), the caller's own
- * session excluded. Not information_schema.PROCESSLIST: that goes through an internal temporary
- * table with files in the server's tmpdir, and while tests polled it a server crashed (SIGSEGV
- * in ha_maria::drop_table) when those files vanished from a shared /tmp (now each test server
- * has its own tmpdir, see tests/dbserver.sh). SHOW PROCESSLIST needs no temporary table and is
+/* Rows of SHOW FULL PROCESSLIST with this user (any when NULL), id (any when 0) and Info
+ * starting with `info` (any when NULL), the caller's own session excluded; the id of the first
+ * to *first (if not NULL). -1 on error, without failing the test: threads may call it. Not
+ * information_schema.PROCESSLIST: that goes through an internal temporary table with files in
+ * the server's tmpdir, and while tests polled it a server crashed (SIGSEGV in
+ * ha_maria::drop_table) when those files vanished from a shared /tmp (now each test server has
+ * its own tmpdir, see tests/dbserver.sh). SHOW PROCESSLIST needs no temporary table and is
  * cheaper to poll. */
-static long processlist_count(MYSQL *admin, const char *user, unsigned long id)
+static long processlist_scan(MYSQL *admin, const char *user, unsigned long id, const char *info,
+                             unsigned long *first)
 {
     unsigned long self = mysql_thread_id(admin);
-    long n = 0;
-    if (mysql_query(admin, "SHOW PROCESSLIST") != 0)
-        fail_msg("SHOW PROCESSLIST: %u %s", mysql_errno(admin), mysql_error(admin));
+    if (mysql_query(admin, "SHOW FULL PROCESSLIST") != 0)
+        return -1;
     MYSQL_RES *r = mysql_store_result(admin);
     if (!r)
-        fail_msg("SHOW PROCESSLIST: no result: %u %s", mysql_errno(admin), mysql_error(admin));
-    if (mysql_num_fields(r) < 2 || strcasecmp(mysql_fetch_fields(r)[0].name, "Id") != 0 ||
-        strcasecmp(mysql_fetch_fields(r)[1].name, "User") != 0) {
+        return -1;
+    MYSQL_FIELD *f = mysql_fetch_fields(r);
+    if (mysql_num_fields(r) < 8 || strcasecmp(f[0].name, "Id") != 0 ||
+        strcasecmp(f[1].name, "User") != 0 || strcasecmp(f[7].name, "Info") != 0) {
         mysql_free_result(r);
-        fail_msg("SHOW PROCESSLIST: unexpected columns");
+        return -1;
     }
+    long n = 0;
     MYSQL_ROW row;
     while ((row = mysql_fetch_row(r)) != NULL) {
         unsigned long rid = row[0] ? strtoul(row[0], NULL, 10) : 0;
@@ -477,10 +481,34 @@ static long processlist_count(MYSQL *admin, const char *user, unsigned long id)
             continue;
         if (user && (!row[1] || strcmp(row[1], user) != 0))
             continue;
-        n++;
+        if (info && (!row[7] || strncmp(row[7], info, strlen(info)) != 0))
+            continue;
+        if (n++ == 0 && first)
+            *first = rid;
     }
     mysql_free_result(r);
     return n;
+}
+
+long tu_processlist_count(MYSQL *admin, const char *user, unsigned long id, const char *info)
+{
+    return processlist_scan(admin, user, id, info, NULL);
+}
+
+static long processlist_count(MYSQL *admin, const char *user, unsigned long id)
+{
+    long n = processlist_scan(admin, user, id, NULL, NULL);
+    if (n < 0)
+        fail_msg("SHOW FULL PROCESSLIST: %u %s", mysql_errno(admin), mysql_error(admin));
+    return n;
+}
+
+unsigned long tu_session_id(MYSQL *admin, const char *user)
+{
+    unsigned long id = 0;
+    if (processlist_scan(admin, user, 0, NULL, &id) < 0)
+        fail_msg("SHOW FULL PROCESSLIST: %u %s", mysql_errno(admin), mysql_error(admin));
+    return id;
 }
 
 long tu_count_sessions(MYSQL *admin, const char *user)

@@ -71,6 +71,12 @@ long long tu_scalar(MYSQL *m, const char *fmt, ...) __attribute__((format(printf
 long tu_count_sessions(MYSQL *admin, const char *user);
 /* 1 if a session with this id is in PROCESSLIST. */
 int tu_session_exists(MYSQL *admin, unsigned long id);
+/* Sessions of `user` (any when NULL) with this id (any when 0) whose statement (Info) starts
+ * with `info` (any when NULL), the admin's own excluded; -1 on error (no test failure: safe
+ * from other threads). */
+long tu_processlist_count(MYSQL *admin, const char *user, unsigned long id, const char *info);
+/* The id of a session of `user` (the first listed), 0 if none. */
+unsigned long tu_session_id(MYSQL *admin, const char *user);
 /* Wait up to `ms` for tu_count_sessions(admin, user) to equal `want`; returns the last count. */
 long tu_wait_sessions(MYSQL *admin, const char *user, long want, unsigned ms);
 /* Number of "Aborted connection <id> " lines for this id in the server error log (-1 if the
